@@ -1,0 +1,5 @@
+"""``python -m geoseg``."""
+
+from geoseg.cli.main import main
+
+main()

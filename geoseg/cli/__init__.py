@@ -1,0 +1,1 @@
+"""The ``geoseg`` command line: thin click commands, each one library call."""

@@ -1,0 +1,26 @@
+"""Options shared by several commands, defined once (in the manner of ``rasterio.rio.options``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+overwrite_opt = click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace existing outputs (otherwise an existing output is an error).",
+)
+json_opt = click.option(
+    "--json", "as_json", is_flag=True, default=False, help="Print JSON instead of text."
+)
+size_opt = click.option("--size", type=int, default=None, help="Chip (window) size in pixels.")
+overlap_opt = click.option(
+    "--overlap", type=int, default=None, help="Overlap between neighbouring chips in pixels."
+)
+
+
+def existing_path(**kwargs: Any) -> click.Path:
+    """A click path argument type; existence is checked by the library (for one-line errors)."""
+    return click.Path(dir_okay=False, **kwargs)

@@ -1,0 +1,1 @@
+"""Input and output: reading rasters and vectors with clear errors, atomic outputs, styled COGs."""

@@ -1,0 +1,145 @@
+"""Reading rasters with clear errors, and describing them (``geoseg info``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import rasterio
+from rasterio.errors import RasterioError, RasterioIOError
+
+from geoseg.errors import CRSError, GridError, InputFileNotFoundError, RasterReadError
+from geoseg.grid import Grid
+
+__all__ = ["RasterInfo", "check_grid", "open_raster", "raster_info"]
+
+
+def _missing(path: str | os.PathLike[str]) -> bool:
+    s = str(path)
+    if s.startswith("/vsi") or "://" in s:
+        return False
+    return not Path(s).exists()
+
+
+@contextlib.contextmanager
+def open_raster(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Open ``path`` with rasterio for reading; raise a one-line geoseg error when it cannot be.
+
+    Raises :class:`InputFileNotFoundError` for a missing path and :class:`RasterReadError` for
+    anything GDAL cannot read as a raster (corrupt, truncated, a vector file, a text file).
+    """
+    if _missing(path):
+        raise InputFileNotFoundError(f"{path}: no such file; check the path")
+    if Path(str(path)).is_dir():
+        raise RasterReadError(
+            f"{path}: is a folder, not a raster file; give the path of a GeoTIFF (or any GDAL raster)"
+        )
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterReadError(
+            f"{path}: cannot be read as a raster ({_first_line(exc)}); "
+            "it may be corrupt, truncated or not a raster: re-export it as GeoTIFF"
+        ) from exc
+    except RasterioError as exc:  # pragma: no cover - other GDAL failures
+        raise RasterReadError(f"{path}: cannot be opened ({_first_line(exc)})") from exc
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else type(exc).__name__
+    return msg if len(msg) <= 200 else msg[:197] + "..."
+
+
+def check_grid(grid: Grid, path: str | os.PathLike[str], *, require_crs: bool = True) -> None:
+    """Raise a clear error when a scene's grid cannot be used for georeferenced work.
+
+    A scene needs a CRS (unless ``require_crs`` is false) and a transform without rotation or
+    shear. A geographic CRS is allowed (areas are then computed on the ellipsoid by callers).
+    """
+    if require_crs and grid.crs is None:
+        raise CRSError(
+            f"{path}: has no CRS; assign one, e.g. `gdal_edit.py -a_srs EPSG:32633 {path}` "
+            "or `rio edit-info --crs EPSG:32633`"
+        )
+    if not grid.is_rectilinear:
+        t = grid.transform
+        raise GridError(
+            f"{path}: transform is rotated or sheared (b={t.b}, d={t.d}); "
+            f"warp it north-up first, e.g. `gdalwarp {path} northup.tif`"
+        )
+    if grid.transform.a == 0 or grid.transform.e == 0:
+        raise GridError(
+            f"{path}: has no georeferencing (identity or zero pixel size); georeference it first"
+        )
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What ``geoseg info`` reports about a raster."""
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: list[str]
+    band_descriptions: list[str | None]
+    nodata: float | None
+    crs: str | None
+    crs_name: str | None
+    resolution: tuple[float, float]
+    bounds: tuple[float, float, float, float]
+    transform: list[float]
+    block_shapes: list[tuple[int, int]]
+    compression: str | None
+    overviews: list[int]
+    colorinterp: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dictionary (NaN nodata becomes the string "nan")."""
+        d = asdict(self)
+        if isinstance(self.nodata, float) and self.nodata != self.nodata:
+            d["nodata"] = "nan"
+        return d
+
+
+def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
+    """Describe a raster: driver, size, bands (with descriptions), dtype, nodata, CRS, grid."""
+    with open_raster(path) as ds:
+        grid = Grid.from_dataset(ds)
+        crs = ds.crs
+        crs_name = None
+        if crs is not None:
+            with contextlib.suppress(Exception):
+                from pyproj import CRS as ProjCRS
+
+                crs_name = ProjCRS.from_wkt(crs.to_wkt()).name
+        compression = ds.compression.value if ds.compression is not None else None
+        return RasterInfo(
+            path=str(path),
+            driver=ds.driver,
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtypes=list(ds.dtypes),
+            band_descriptions=list(ds.descriptions),
+            nodata=ds.nodata,
+            crs=crs.to_string() if crs is not None else None,
+            crs_name=crs_name,
+            resolution=grid.resolution,
+            bounds=tuple(grid.bounds),
+            transform=list(tuple(ds.transform)[:6]),
+            block_shapes=[tuple(b) for b in ds.block_shapes],
+            compression=compression,
+            overviews=ds.overviews(1) if ds.count else [],
+            colorinterp=[c.name for c in ds.colorinterp],
+        )

@@ -1,0 +1,123 @@
+"""Segmentation architectures: U-Net, DeepLabV3, DeepLabV3+, FCN, PSPNet on several encoders.
+
+U-Net, DeepLabV3, DeepLabV3+ and PSPNet come from segmentation-models-pytorch; FCN (FCN-8s
+style skips) is built here on the same encoders. No weights are downloaded: encoders start
+from random initialisation unless a local weights file is given.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geoseg.errors import ConfigError, InputFileNotFoundError, ModelBundleError
+
+__all__ = [
+    "ARCHITECTURES",
+    "ENCODERS",
+    "Architecture",
+    "Encoder",
+    "build_model",
+    "load_encoder_weights",
+]
+
+Architecture = Literal["unet", "deeplabv3", "deeplabv3plus", "fcn", "pspnet"]
+Encoder = Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+ENCODERS: tuple[str, ...] = get_args(Encoder)
+
+
+class FCN(nn.Module):
+    """Fully convolutional network (FCN-8s style) on an smp encoder.
+
+    Class scores from the stride-32, -16 and -8 features are summed after upsampling, then
+    upsampled to the input size.
+    """
+
+    def __init__(self, encoder_name: str, in_channels: int, classes: int) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.encoders import get_encoder
+
+        self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=5, weights=None)
+        chans = self.encoder.out_channels
+        self.score32 = nn.Conv2d(chans[-1], classes, 1)
+        self.score16 = nn.Conv2d(chans[-2], classes, 1)
+        self.score8 = nn.Conv2d(chans[-3], classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits at the input resolution."""
+        feats = self.encoder(x)
+        s = self.score32(feats[-1])
+        s = F.interpolate(s, size=feats[-2].shape[-2:], mode="bilinear", align_corners=False)
+        s = s + self.score16(feats[-2])
+        s = F.interpolate(s, size=feats[-3].shape[-2:], mode="bilinear", align_corners=False)
+        s = s + self.score8(feats[-3])
+        return F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_model(arch: str, encoder: str, *, in_channels: int, num_classes: int) -> nn.Module:
+    """A randomly initialised segmentation model returning logits ``(N, num_classes, H, W)``.
+
+    Inputs need a height and width divisible by :func:`stride_multiple` (the predictor pads).
+    """
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if encoder not in ENCODERS:
+        raise ConfigError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    if in_channels < 1 or num_classes < 1:
+        raise ConfigError(
+            f"in_channels ({in_channels}) and num_classes ({num_classes}) must be >= 1"
+        )
+    import segmentation_models_pytorch as smp
+
+    kw = {
+        "encoder_name": encoder,
+        "encoder_weights": None,
+        "in_channels": in_channels,
+        "classes": num_classes,
+    }
+    if arch == "unet":
+        return smp.Unet(**kw)
+    if arch == "deeplabv3":
+        return smp.DeepLabV3(**kw)
+    if arch == "deeplabv3plus":
+        return smp.DeepLabV3Plus(**kw)
+    if arch == "pspnet":
+        return smp.PSPNet(**kw)
+    return FCN(encoder, in_channels, num_classes)
+
+
+def stride_multiple(arch: str) -> int:
+    """Input sizes must be multiples of this (the encoders' output stride)."""
+    return 32 if arch != "pspnet" else 8 * 4
+
+
+def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
+    """Load a local state dict (whole model or encoder only) into ``model``; returns missing keys.
+
+    Shapes that do not fit (e.g. a first convolution for another band count) are skipped.
+    """
+    if not os.path.exists(path):
+        raise InputFileNotFoundError(f"{path}: no such weights file; check the path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelBundleError(
+            f"{path}: not a PyTorch state dict ({exc.__class__.__name__})"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    encoder_prefixed = {f"encoder.{k}": v for k, v in state.items() if not k.startswith("encoder.")}
+    candidates = {**encoder_prefixed, **state}
+    usable = {k: v for k, v in candidates.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelBundleError(
+            f"{path}: no tensor in it fits this model; is it for another architecture?"
+        )
+    model.load_state_dict(usable, strict=False)
+    return sorted(set(own) - set(usable))

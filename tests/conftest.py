@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny generated GeoTIFFs and the real data in ../shared/data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from tests.data.rasters import write_corrupt, write_raster
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; skips the test cleanly when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not available at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def raster_factory(tmp_path: Path) -> Callable[..., Path]:
+    """Write a one-off GeoTIFF: ``raster_factory("name.tif", width=.., count=.., ...)``."""
+
+    def make(name: str = "scene.tif", data: np.ndarray | None = None, **kw: Any) -> Path:
+        return write_raster(tmp_path / name, data, **kw)
+
+    return make
+
+
+@pytest.fixture
+def projected_tif(raster_factory: Callable[..., Path]) -> Path:
+    """4-band uint16 in UTM 33N, band descriptions set."""
+    return raster_factory("projected.tif", count=4, descriptions=["B2", "B3", "B4", "B8"])
+
+
+@pytest.fixture
+def geographic_tif(raster_factory: Callable[..., Path]) -> Path:
+    """3-band float32 in EPSG:4326."""
+    return raster_factory(
+        "geographic.tif",
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=Affine(0.001, 0, 10.0, 0, -0.001, 50.0),
+    )
+
+
+@pytest.fixture
+def nodata_tif(raster_factory: Callable[..., Path]) -> Path:
+    """uint8 single band with nodata=0 over its first rows."""
+    data = np.random.default_rng(1).integers(1, 255, size=(1, 40, 50)).astype("uint8")
+    data[:, :5] = 0
+    return raster_factory("nodata.tif", data, nodata=0)
+
+
+@pytest.fixture
+def no_crs_tif(raster_factory: Callable[..., Path]) -> Path:
+    """A GeoTIFF without a CRS."""
+    return raster_factory("nocrs.tif", crs=None)
+
+
+@pytest.fixture
+def rotated_tif(raster_factory: Callable[..., Path]) -> Path:
+    """A GeoTIFF with a rotated transform."""
+    return raster_factory(
+        "rotated.tif",
+        transform=Affine.translation(500000, 5000000) * Affine.rotation(30) * Affine.scale(10, -10),
+    )
+
+
+@pytest.fixture
+def corrupt_tif(tmp_path: Path, projected_tif: Path) -> Path:
+    """A truncated GeoTIFF."""
+    return write_corrupt(tmp_path / "corrupt.tif", projected_tif)
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    """A file that is not a raster."""
+    p = tmp_path / "notes.tif"
+    p.write_text("this is not a raster\n")
+    return p

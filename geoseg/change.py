@@ -1,0 +1,569 @@
+"""Change between two class maps: loss and gain of a set of classes (e.g. deforestation).
+
+:func:`change` aligns AFTER onto BEFORE's grid (nearest neighbour, block by block), and marks
+each pixel of BEFORE's grid:
+
+* ``1`` loss: in ``from_classes`` before and not after (with ``to_classes``: in ``from`` before
+  and in ``to`` after);
+* ``2`` gain: not in ``from_classes`` before and in it after (with ``to_classes``: in ``to``
+  before and in ``from`` after);
+* ``0`` stable; ``255`` nodata where either date is nodata or not covered.
+
+The result is a styled COG; areas are ellipsoidal hectares (true areas, whatever the
+projection). Optional outputs: loss/gain polygons with their area and the two dates, and a
+per-AOI table (CSV) of loss and gain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from geoseg.align import AlignedRaster, block_windows, pixel_areas_m2
+from geoseg.classes import IGNORE_INDEX, ClassInfo, ClassMap
+from geoseg.errors import (
+    ClassMapError,
+    EmptyResultError,
+    InputFileNotFoundError,
+    VectorReadError,
+)
+from geoseg.grid import Grid
+from geoseg.io.atomic import atomic_outputs, check_output
+from geoseg.log import progress
+
+__all__ = [
+    "CHANGE_CLASSES",
+    "GAIN",
+    "LOSS",
+    "STABLE",
+    "AoiChange",
+    "ChangeReport",
+    "change",
+    "change_codes",
+    "date_of",
+]
+
+log = logging.getLogger(__name__)
+
+STABLE, LOSS, GAIN = 0, 1, 2
+#: The classes of a change raster (nodata is 255).
+CHANGE_CLASSES = ClassMap(
+    (
+        ClassInfo(id=STABLE, name="stable", color=(225, 225, 225)),
+        ClassInfo(id=LOSS, name="loss", color=(215, 25, 28)),
+        ClassInfo(id=GAIN, name="gain", color=(26, 150, 65)),
+    )
+)
+_HA = 1e-4  # m² -> ha
+_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class AoiChange:
+    """Loss and gain inside one area of interest."""
+
+    name: str
+    loss_ha: float
+    gain_ha: float
+    loss_pixels: int
+    gain_pixels: int
+    observed_ha: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary (the CSV row)."""
+        return {
+            "name": self.name,
+            "loss_ha": round(self.loss_ha, 4),
+            "gain_ha": round(self.gain_ha, 4),
+            "loss_pixels": self.loss_pixels,
+            "gain_pixels": self.gain_pixels,
+            "observed_ha": round(self.observed_ha, 4),
+        }
+
+
+@dataclass(frozen=True)
+class ChangeReport:
+    """What :func:`change` measured and wrote."""
+
+    out: Path
+    before: str
+    after: str
+    date_before: str
+    date_after: str
+    from_classes: list[int]
+    to_classes: list[int] | None
+    grid: Grid
+    loss_pixels: int
+    gain_pixels: int
+    stable_pixels: int
+    nodata_pixels: int
+    loss_ha: float
+    gain_ha: float
+    min_area: str | None = None
+    vector: Path | None = None
+    table: Path | None = None
+    aoi: list[AoiChange] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dictionary."""
+        return {
+            "out": str(self.out),
+            "before": self.before,
+            "after": self.after,
+            "date_before": self.date_before,
+            "date_after": self.date_after,
+            "from_classes": self.from_classes,
+            "to_classes": self.to_classes,
+            "grid": self.grid.to_dict(),
+            "loss_pixels": self.loss_pixels,
+            "gain_pixels": self.gain_pixels,
+            "stable_pixels": self.stable_pixels,
+            "nodata_pixels": self.nodata_pixels,
+            "loss_ha": round(self.loss_ha, 4),
+            "gain_ha": round(self.gain_ha, 4),
+            "min_area": self.min_area,
+            "vector": str(self.vector) if self.vector else None,
+            "table": str(self.table) if self.table else None,
+            "aoi": [a.to_dict() for a in self.aoi],
+        }
+
+    def summary(self) -> str:
+        """A few lines for the command line."""
+        lines = [
+            f"Change {self.date_before} -> {self.date_after}: "
+            f"loss {self.loss_ha:.2f} ha ({self.loss_pixels} px), "
+            f"gain {self.gain_ha:.2f} ha ({self.gain_pixels} px)",
+            f"Wrote {self.out}",
+        ]
+        if self.vector:
+            lines.append(f"Wrote {self.vector}")
+        if self.table:
+            lines.append(f"Wrote {self.table}")
+            for a in self.aoi:
+                lines.append(f"  {a.name}: loss {a.loss_ha:.2f} ha, gain {a.gain_ha:.2f} ha")
+        return "\n".join(lines)
+
+
+# ---- pure block rule ------------------------------------------------------------------------
+def change_codes(
+    before: np.ndarray,
+    after: np.ndarray,
+    valid: np.ndarray,
+    *,
+    from_classes: Sequence[int],
+    to_classes: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The change code (0 stable, 1 loss, 2 gain, 255 nodata) of each pixel of a block."""
+    in_before = np.isin(before, from_classes)
+    in_after = np.isin(after, from_classes)
+    if to_classes is None:
+        loss = in_before & ~in_after
+        gain = ~in_before & in_after
+    else:
+        loss = in_before & np.isin(after, to_classes)
+        gain = np.isin(before, to_classes) & in_after
+    out = np.full(before.shape, STABLE, dtype=np.uint8)
+    out[loss] = LOSS
+    out[gain] = GAIN
+    out[~valid] = IGNORE_INDEX
+    return out
+
+
+# ---- dates and classes ------------------------------------------------------------------------
+_DATE_TAGS = ("DATE", "ACQUISITION_DATE", "SENSING_DATE", "DATETIME", "TIFFTAG_DATETIME")
+_ISO = re.compile(r"((?:19|20)\d{2})[-_:]?(0[1-9]|1[0-2])[-_:]?(0[1-9]|[12]\d|3[01])")
+_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
+
+
+def date_of(path: str | os.PathLike[str], tags: dict[str, str] | None = None) -> str:
+    """The date of a map, as ISO ``YYYY-MM-DD`` where one can be found.
+
+    Taken from its tags (DATE, ACQUISITION_DATE, TIFFTAG_DATETIME...), else a date or year in
+    its file name, else its file stem (e.g. ``forest_t1``).
+    """
+    upper = {k.upper(): v for k, v in (tags or {}).items()}
+    for key in _DATE_TAGS:
+        value = upper.get(key)
+        if value:
+            m = _ISO.search(value)
+            return f"{m.group(1)}-{m.group(2)}-{m.group(3)}" if m else value.strip()
+    stem = Path(path).stem
+    m = _ISO.search(stem)
+    if m:
+        return f"{m.group(1)}-{m.group(2)}-{m.group(3)}"
+    y = _YEAR.search(stem)
+    return y.group(1) if y else stem
+
+
+def _class_map_from_tags(tags: dict[str, str]) -> ClassMap | None:
+    names, ids = tags.get("CLASS_NAMES"), tags.get("CLASS_IDS")
+    if not names or not ids:
+        return None
+    try:
+        return ClassMap.from_ids(
+            [int(i) for i in ids.split(",")],
+            dict(zip((int(i) for i in ids.split(",")), names.split(","), strict=True)),
+        )
+    except (ValueError, ClassMapError):
+        return None
+
+
+def resolve_classes(
+    values: Sequence[int | str], classes: ClassMap | None, *, what: str, path: str
+) -> list[int]:
+    """Class ids from ids or names (names need the raster's class names)."""
+    out: list[int] = []
+    for v in values:
+        if isinstance(v, int) or str(v).strip().lstrip("-").isdigit():
+            cid = int(v)
+            if not 0 <= cid <= 254:
+                raise ClassMapError(f"{what}: class id {cid} is outside 0..254")
+            out.append(cid)
+            continue
+        if classes is None:
+            raise ClassMapError(
+                f"{what}: class {v!r} is a name but {path} has no class names; give class ids "
+                "(e.g. --from 1)"
+            )
+        out.append(classes.by_name(str(v)).id)
+    if not out:
+        raise ClassMapError(f"{what}: give at least one class (e.g. --from 1)")
+    return sorted(set(out))
+
+
+# ---- AOI ------------------------------------------------------------------------------------
+@dataclass
+class _Aoi:
+    names: list[str]
+    geoms: list[Any]
+    bounds: np.ndarray  # (n, 4)
+
+
+def _read_aoi(path: str | os.PathLike[str], name_column: str, grid: Grid) -> _Aoi:
+    p = Path(path)
+    if not p.exists():
+        raise InputFileNotFoundError(f"{p}: no such AOI file; check the path")
+    import geopandas as gpd
+
+    try:
+        frame = gpd.read_file(p)
+    except Exception as exc:
+        raise VectorReadError(
+            f"{p}: cannot be read as vector data ({str(exc).splitlines()[0][:150]}); "
+            "give a GeoPackage, GeoJSON or Shapefile"
+        ) from exc
+    if frame.crs is None:
+        raise VectorReadError(f"{p}: AOI has no CRS; set one (e.g. `ogr2ogr -a_srs EPSG:4326`)")
+    if name_column not in frame.columns:
+        cols = [c for c in frame.columns if c != "geometry"]
+        raise VectorReadError(
+            f"{p}: no column {name_column!r} for AOI names (columns: {cols}); "
+            "pass --aoi-name-column"
+        )
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    frame = frame[frame.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if len(frame) == 0:
+        raise EmptyResultError(f"{p}: has no polygons; an AOI file needs polygon features")
+    frame = frame.to_crs(grid.crs)
+    left, bottom, right, top = grid.bounds
+    b = frame.geometry.bounds.to_numpy()
+    inside = (b[:, 0] < right) & (b[:, 2] > left) & (b[:, 1] < top) & (b[:, 3] > bottom)
+    if not inside.any():
+        raise EmptyResultError(
+            f"{p}: no AOI polygon overlaps the change map; check that the AOI covers the scene"
+        )
+    return _Aoi(
+        names=[str(n) for n in frame[name_column]],
+        geoms=list(frame.geometry.values),
+        bounds=b,
+    )
+
+
+# ---- the operation ------------------------------------------------------------------------
+def change(
+    before: str | os.PathLike[str],
+    after: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str],
+    from_classes: Sequence[int | str],
+    to_classes: Sequence[int | str] | None = None,
+    vector: str | os.PathLike[str] | None = None,
+    aoi: str | os.PathLike[str] | None = None,
+    aoi_name_column: str = "name",
+    min_area: str | float | None = None,
+    before_date: str | None = None,
+    after_date: str | None = None,
+    table: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> ChangeReport:
+    """Map loss and gain of ``from_classes`` between two class rasters.
+
+    Args:
+        before: the earlier class raster; its grid is the output grid.
+        after: the later class raster, on any grid/CRS (aligned nearest neighbour).
+        out: the change raster (COG, styled; 0 stable, 1 loss, 2 gain, 255 nodata).
+        from_classes: the class ids (or names, when the rasters carry class names) whose loss
+            and gain are mapped, e.g. ``[1]`` for forest.
+        to_classes: when given, loss is ``from -> to`` and gain is ``to -> from`` only.
+        vector: optional polygons of loss and gain (GeoPackage...), with ``change``,
+            ``area_ha``, ``date_before`` and ``date_after`` attributes.
+        aoi: optional polygons of areas of interest; writes a per-AOI CSV table.
+        aoi_name_column: the AOI attribute holding each area's name.
+        min_area: remove loss/gain patches smaller than this (the ``vectorize --min-area``
+            rule, e.g. ``"0.5ha"``, ``"5000m2"``, ``"10px"``); they become stable.
+        before_date: the date of ``before`` (default: from its tags or file name).
+        after_date: the date of ``after`` (default: from its tags or file name).
+        table: the per-AOI CSV path (default: ``out`` with suffix ``.csv``).
+        overwrite: replace existing outputs.
+
+    Returns:
+        A :class:`ChangeReport` with loss/gain pixels and hectares and the per-AOI table.
+
+    Raises:
+        GridError: a raster has no CRS or the two rasters do not overlap.
+        OutputExistsError: an output exists and ``overwrite`` is false.
+        EmptyResultError: no AOI polygon overlaps the map.
+    """
+    from geoseg.io.cog import CogWriter
+
+    out_p = Path(out)
+    check_output(out_p, overwrite=overwrite)
+    vector_p = Path(vector) if vector is not None else None
+    table_p = (Path(table) if table is not None else out_p.with_suffix(".csv")) if aoi else None
+    for extra in (vector_p, table_p):
+        if extra is not None:
+            check_output(extra, overwrite=overwrite)
+
+    with contextlib.ExitStack() as stack:
+        bsrc = stack.enter_context(AlignedRaster(before, grid=_grid_of(before)))
+        grid = bsrc.grid
+        asrc = stack.enter_context(AlignedRaster(after, grid=grid))
+        names = _class_map_from_tags(bsrc.band_tags) or _class_map_from_tags(asrc.band_tags)
+        from_ids = resolve_classes(from_classes, names, what="--from", path=str(before))
+        to_ids = (
+            resolve_classes(to_classes, names, what="--to", path=str(before))
+            if to_classes is not None
+            else None
+        )
+        if to_ids is not None and set(to_ids) & set(from_ids):
+            raise ClassMapError(
+                f"--from {from_ids} and --to {to_ids} share classes; give disjoint sets"
+            )
+        d_before = before_date or date_of(before, bsrc.tags)
+        d_after = after_date or date_of(after, asrc.tags)
+        aois = _read_aoi(aoi, aoi_name_column, grid) if aoi is not None else None
+
+        def raw_blocks() -> Iterator[tuple[Window, np.ndarray]]:
+            for window in block_windows(grid.shape, _BLOCK):
+                b, bvalid = bsrc.read(window)
+                a, avalid = asrc.read(window)
+                yield (
+                    window,
+                    change_codes(b, a, bvalid & avalid, from_classes=from_ids, to_classes=to_ids),
+                )
+
+        blocks: Iterator[tuple[Window, np.ndarray]] = raw_blocks()
+        if min_area is not None:
+            blocks = _sieved(blocks, grid, min_area, stack, out_p)
+
+        tags = {
+            "GEOSEG_PRODUCT": "change",
+            "BEFORE": Path(before).name,
+            "AFTER": Path(after).name,
+            "DATE_BEFORE": d_before,
+            "DATE_AFTER": d_after,
+            "FROM_CLASSES": ",".join(map(str, from_ids)),
+            "TO_CLASSES": ",".join(map(str, to_ids)) if to_ids else "",
+            "MIN_AREA": str(min_area) if min_area is not None else "",
+        }
+        counts = np.zeros(256, dtype=np.int64)
+        loss_ha = gain_ha = 0.0
+        n_aoi = len(aois.names) if aois else 0
+        aoi_px = np.zeros((n_aoi, 2), dtype=np.int64)
+        aoi_ha = np.zeros((n_aoi, 3), dtype=np.float64)
+        n_blocks = len(block_windows(grid.shape, _BLOCK))
+        with CogWriter(
+            out_p,
+            grid=grid,
+            dtype="uint8",
+            nodata=IGNORE_INDEX,
+            classes=CHANGE_CLASSES,
+            tags=tags,
+            overwrite=overwrite,
+        ) as writer:
+            for window, codes in progress(blocks, total=n_blocks, desc="change", unit="block"):
+                writer.write(codes, window)
+                counts += np.bincount(codes.ravel(), minlength=256)
+                areas = pixel_areas_m2(grid, window) * _HA
+                is_loss, is_gain = codes == LOSS, codes == GAIN
+                loss_ha += float((areas * is_loss).sum())
+                gain_ha += float((areas * is_gain).sum())
+                if aois is not None:
+                    _aoi_block(aois, grid, window, codes, areas, aoi_px, aoi_ha)
+
+    aoi_rows = (
+        [
+            AoiChange(
+                name=aois.names[i],
+                loss_ha=float(aoi_ha[i, 0]),
+                gain_ha=float(aoi_ha[i, 1]),
+                loss_pixels=int(aoi_px[i, 0]),
+                gain_pixels=int(aoi_px[i, 1]),
+                observed_ha=float(aoi_ha[i, 2]),
+            )
+            for i in range(n_aoi)
+        ]
+        if aois
+        else []
+    )
+    if table_p is not None:
+        _write_table(table_p, aoi_rows, overwrite=overwrite)
+    if vector_p is not None:
+        _write_vector(
+            out_p,
+            vector_p,
+            date_before=d_before,
+            date_after=d_after,
+            overwrite=overwrite,
+        )
+    report = ChangeReport(
+        out=out_p,
+        before=str(before),
+        after=str(after),
+        date_before=d_before,
+        date_after=d_after,
+        from_classes=from_ids,
+        to_classes=to_ids,
+        grid=grid,
+        loss_pixels=int(counts[LOSS]),
+        gain_pixels=int(counts[GAIN]),
+        stable_pixels=int(counts[STABLE]),
+        nodata_pixels=int(counts[IGNORE_INDEX]),
+        loss_ha=loss_ha,
+        gain_ha=gain_ha,
+        min_area=str(min_area) if min_area is not None else None,
+        vector=vector_p,
+        table=table_p,
+        aoi=aoi_rows,
+    )
+    log.info("change: %s", report.summary().splitlines()[0])
+    return report
+
+
+def _grid_of(path: str | os.PathLike[str]) -> Grid:
+    from geoseg.io.raster import open_raster
+
+    with open_raster(path) as ds:
+        return Grid.from_dataset(ds)
+
+
+def _aoi_block(
+    aois: _Aoi,
+    grid: Grid,
+    window: Window,
+    codes: np.ndarray,
+    areas: np.ndarray,
+    px: np.ndarray,
+    ha: np.ndarray,
+) -> None:
+    from rasterio.features import geometry_mask
+
+    wb = grid.window_bounds(window)
+    b = aois.bounds
+    hits = np.nonzero(
+        (b[:, 0] < wb.right) & (b[:, 2] > wb.left) & (b[:, 1] < wb.top) & (b[:, 3] > wb.bottom)
+    )[0]
+    if hits.size == 0:
+        return
+    sub = grid.window_grid(window)
+    is_loss, is_gain, is_obs = codes == LOSS, codes == GAIN, codes != IGNORE_INDEX
+    for i in hits:
+        inside = geometry_mask(
+            [aois.geoms[i]], out_shape=sub.shape, transform=sub.transform, invert=True
+        )
+        px[i, 0] += int((is_loss & inside).sum())
+        px[i, 1] += int((is_gain & inside).sum())
+        ha[i, 0] += float((areas * (is_loss & inside)).sum())
+        ha[i, 1] += float((areas * (is_gain & inside)).sum())
+        ha[i, 2] += float((areas * (is_obs & inside)).sum())
+
+
+def _write_table(path: Path, rows: list[AoiChange], *, overwrite: bool) -> None:
+    fields = ["name", "loss_ha", "gain_ha", "loss_pixels", "gain_pixels", "observed_ha"]
+    with atomic_outputs([path], overwrite=overwrite) as (tmp,), tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.to_dict())
+
+
+def _vectorize_module() -> Any:
+    try:
+        vec = importlib.import_module("geoseg.vectorize")
+    except ModuleNotFoundError as exc:  # pragma: no cover - until geoseg.vectorize lands
+        raise EmptyResultError(
+            "--vector and --min-area need geoseg.vectorize, which this installation lacks; "
+            "run without them"
+        ) from exc
+    return vec
+
+
+def _sieved(
+    blocks: Iterator[tuple[Window, np.ndarray]],
+    grid: Grid,
+    min_area: str | float,
+    stack: contextlib.ExitStack,
+    out: Path,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Apply the ``--min-area`` rule of :mod:`geoseg.vectorize` to the change blocks.
+
+    Patches are connected across blocks, so the change map is gathered (1 byte per pixel),
+    sieved with :func:`geoseg.vectorize.sieve`, and handed back block by block.
+    """
+    vec = _vectorize_module()
+    codes = np.full(grid.shape, IGNORE_INDEX, dtype=np.uint8)
+    windows = []
+    for window, block in blocks:
+        r, c = int(window.row_off), int(window.col_off)
+        codes[r : r + block.shape[0], c : c + block.shape[1]] = block
+        windows.append(window)
+    centre = Window(grid.width // 2, grid.height // 2, 1, 1)
+    min_pixels = vec.parse_area(min_area, float(pixel_areas_m2(grid, centre)[0, 0]))
+    codes = vec.sieve(codes, min_pixels, mask=codes != IGNORE_INDEX)
+    for window in windows:
+        r, c = int(window.row_off), int(window.col_off)
+        yield window, codes[r : r + int(window.height), c : c + int(window.width)]
+
+
+def _write_vector(
+    raster: Path, out: Path, *, date_before: str, date_after: str, overwrite: bool
+) -> None:
+    """Polygonize loss and gain with :func:`geoseg.vectorize.vectorize`, then add the dates."""
+    vec = _vectorize_module()
+    vec.vectorize(raster, out, classes=CHANGE_CLASSES, overwrite=overwrite)
+    import geopandas as gpd
+
+    frame = gpd.read_file(out)
+    col = next((c for c in ("class_id", "class", "value", "id") if c in frame.columns), None)
+    if col is not None:
+        frame = frame[frame[col].isin([LOSS, GAIN, "loss", "gain"])]
+    frame["change"] = [
+        "loss" if v in (LOSS, "loss") else "gain" for v in (frame[col] if col else [])
+    ]
+    if "area_ha" not in frame.columns:
+        frame["area_ha"] = frame.geometry.to_crs(frame.estimate_utm_crs()).area * _HA
+    frame["date_before"] = date_before
+    frame["date_after"] = date_after
+    with atomic_outputs([out], overwrite=True) as (tmp,):
+        frame.to_file(tmp, layer=out.stem)

@@ -1,0 +1,79 @@
+"""``geoseg change``: loss and gain of classes between two class maps."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from geoseg.cli.options import existing_path, json_opt, overwrite_opt
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@click.argument("before", type=existing_path())
+@click.argument("after", type=existing_path())
+@click.option(
+    "--from",
+    "from_classes",
+    required=True,
+    help="Classes whose loss/gain is mapped: ids or names, comma-separated (e.g. 1 or forest).",
+)
+@click.option("--to", "to_classes", default=None, help="Only count loss into these classes.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Change COG (.tif).")
+@click.option("--vector", default=None, type=click.Path(dir_okay=False), help="Loss/gain polygons.")
+@click.option("--aoi", default=None, type=click.Path(), help="AOI polygons: per-AOI CSV table.")
+@click.option("--aoi-name-column", default="name", show_default=True, help="AOI name attribute.")
+@click.option("--table", default=None, type=click.Path(dir_okay=False), help="Per-AOI CSV path.")
+@click.option("--min-area", default=None, help="Drop patches smaller than this (e.g. 0.5ha).")
+@click.option("--before-date", default=None, help="Date of BEFORE (default: tags or file name).")
+@click.option("--after-date", default=None, help="Date of AFTER (default: tags or file name).")
+@overwrite_opt
+@json_opt
+def change(
+    before: str,
+    after: str,
+    from_classes: str,
+    to_classes: str | None,
+    out: str,
+    vector: str | None,
+    aoi: str | None,
+    aoi_name_column: str,
+    table: str | None,
+    min_area: str | None,
+    before_date: str | None,
+    after_date: str | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Map loss (1) and gain (2) of classes from BEFORE to AFTER into a styled COG.
+
+    AFTER may be on any grid: it is aligned onto BEFORE's grid (nearest). Areas are in
+    hectares on the ellipsoid.
+
+    Example: geoseg change forest_t1.tif forest_t2.tif --from 1 --out loss.tif
+    --aoi aoi/guadeloupe.geojson
+    """
+    from geoseg.change import change as run_change
+
+    report = run_change(
+        before,
+        after,
+        out=out,
+        from_classes=_split(from_classes) or [],
+        to_classes=_split(to_classes),
+        vector=vector,
+        aoi=aoi,
+        aoi_name_column=aoi_name_column,
+        table=table,
+        min_area=min_area,
+        before_date=before_date,
+        after_date=after_date,
+        overwrite=overwrite,
+    )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())

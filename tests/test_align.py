@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from geoseg.align import AlignedRaster, block_windows, grids_overlap, pixel_areas_m2
+from geoseg.errors import GridError
+from geoseg.grid import Grid
+
+
+def test_block_windows_cover_once() -> None:
+    wins = block_windows((50, 70), 32)
+    hits = np.zeros((50, 70), int)
+    for w in wins:
+        hits[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
+    assert (hits == 1).all() and len(wins) == 6
+
+
+def test_same_grid_reads_directly_with_nodata(raster_factory: Callable[..., Path]) -> None:
+    data = np.arange(48 * 64, dtype="uint8").reshape(48, 64) % 5
+    path = raster_factory("c.tif", data, nodata=0)
+    with rasterio.open(path) as ds:
+        grid = Grid.from_dataset(ds)
+    with AlignedRaster(path, grid=grid) as src:
+        assert src.same_grid
+        values, valid = src.read(grid.full_window)
+    assert (values == data).all() and (valid == (data != 0)).all()
+
+
+def test_other_crs_is_warped_nearest_and_uncovered_is_invalid(
+    raster_factory: Callable[..., Path],
+) -> None:
+    data = np.repeat(np.arange(1, 5, dtype="uint8"), 16)[None, :].repeat(48, 0)
+    path = raster_factory("src.tif", data)  # no nodata: validity from coverage
+    target = Grid.from_bounds((499800, 4999600, 500500, 5000200), 20, "EPSG:32633")
+    with AlignedRaster(path, grid=target) as src:
+        values, valid = src.read(target.full_window)
+    assert set(np.unique(values[valid])) <= {1, 2, 3, 4}
+    assert not valid[:, :10].any() and valid[15, 20]
+
+
+def test_no_overlap_is_a_clear_error(raster_factory: Callable[..., Path]) -> None:
+    path = raster_factory("src.tif", np.ones((10, 10), "uint8"))
+    far = Grid.from_bounds((0, 0, 100, 100), 10, "EPSG:32633")
+    assert not grids_overlap(far, Grid.from_bounds((500000, 4999900, 500100, 5000000), 10, 32633))
+    with pytest.raises(GridError, match="does not overlap"):
+        AlignedRaster(path, grid=far).__enter__()
+
+
+def test_pixel_areas_mercator_and_utm() -> None:
+    merc = Grid(crs=None, transform=Affine(30, 0, -6885690, 0, -30, 1857300), shape=(10, 10))
+    merc = merc.with_crs("EPSG:3395")
+    a = pixel_areas_m2(merc, merc.full_window)
+    # World Mercator at ~16.5°N: true area ≈ 900 m² · cos²(lat) (about 8 % smaller)
+    assert 0.90 * 900 < a.mean() < 0.93 * 900
+    utm = Grid.from_bounds((500000, 5000000, 500100, 5000100), 10, "EPSG:32633")
+    assert pixel_areas_m2(utm, utm.full_window) == pytest.approx(100, rel=2e-3)

@@ -1,0 +1,138 @@
+"""Benchmark ``geoseg.vectorize`` against the plain whole-raster path, in subprocesses.
+
+Plain path: read the whole raster -> ``rasterio.features.shapes`` -> shapely -> geopandas ->
+GeoPackage. geoseg: ``vectorize()`` (blocks, seam merge, attributes, styled GeoPackage).
+Cases: the CDL Iowa raster (8000x8000) and a 2x2 mosaic VRT of it (16000x16000) under /tmp.
+Each case runs in its own process; peak RSS is that process's ``ru_maxrss``. Checks on CDL:
+per-class area == pixel count x pixel area (relative error < 1e-9), all geometries valid.
+
+Run: nice -n 10 .venv/bin/python benchmarks/bench_vectorize.py [--block-size 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CDL = ROOT.parent / "shared" / "data" / "cdl-iowa" / "CDL_2016_19_train.tif"
+
+CHILD = r"""
+import json, resource, sys, time
+mode, src, out, block = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+t0 = time.perf_counter()
+if mode == "plain":
+    import geopandas as gpd, numpy as np, pyogrio, rasterio
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+    with rasterio.open(src) as ds:
+        a = ds.read(1); m = ds.read_masks(1) > 0; crs = ds.crs; tr = ds.transform
+    geoms, vals = [], []
+    for g, v in shapes(a, mask=m, connectivity=4, transform=tr):
+        geoms.append(shape(g)); vals.append(int(v))
+    gdf = gpd.GeoDataFrame({"class_id": vals}, geometry=geoms, crs=crs)
+    gdf["area_ha"] = gdf.area / 1e4
+    gdf["perimeter_m"] = gdf.length
+    pyogrio.write_dataframe(gdf, out, driver="GPKG")
+    n = len(gdf)
+else:
+    from geoseg.vectorize import vectorize
+    n = vectorize(src, out, overwrite=True, block_size=block).features
+secs = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"mode": mode, "features": n, "seconds": secs, "peak_rss_mb": rss}))
+"""
+
+
+def mosaic_vrt(src: Path, dst: Path) -> Path:
+    """A 2x2 mosaic VRT of ``src`` (16000x16000 for the CDL raster)."""
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        w, h, t, dtype, crs = ds.width, ds.height, ds.transform, ds.dtypes[0], ds.crs
+        nodata = ds.nodata
+    sources = "".join(
+        f"""<SimpleSource><SourceFilename relativeToVRT="0">{src}</SourceFilename>
+<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>
+<DstRect xOff="{i * w}" yOff="{j * h}" xSize="{w}" ySize="{h}"/></SimpleSource>"""
+        for j in range(2)
+        for i in range(2)
+    )
+    nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
+    gt = f"{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}"
+    vrt_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16"}[dtype]
+    dst.write_text(
+        f"""<VRTDataset rasterXSize="{2 * w}" rasterYSize="{2 * h}">
+<SRS>{crs.to_wkt()}</SRS><GeoTransform>{gt}</GeoTransform>
+<VRTRasterBand dataType="{vrt_type}" band="1">{nd}{sources}</VRTRasterBand></VRTDataset>"""
+    )
+    return dst
+
+
+def run_case(mode: str, src: Path, out: Path, block: int) -> dict:
+    env = {**os.environ, "GEOSEG_PROGRESS": "0"}
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(src), str(out), str(block)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def check_areas(src: Path, out: Path) -> dict:
+    import geopandas as gpd
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        a = ds.read(1)
+        m = ds.read_masks(1) > 0
+        px = abs(ds.transform.a * ds.transform.e)
+    ids, counts = np.unique(a[m], return_counts=True)
+    gdf = gpd.read_file(out, layer=0)
+    got = gdf.groupby("class_id")["area_ha"].sum()
+    worst = max(
+        abs(got[i] - c * px / 1e4) / (c * px / 1e4) for i, c in zip(ids, counts, strict=True)
+    )
+    return {"max_rel_area_error": float(worst), "all_valid": bool(gdf.is_valid.all())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--block-size", type=int, default=2048)
+    args = ap.parse_args()
+    if not CDL.exists():
+        sys.exit(f"real data not found at {CDL}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_vectorize_"))
+    mosaic = mosaic_vrt(CDL, tmp / "cdl_2x2.vrt")
+    rows = []
+    for name, src in (("cdl 8000^2", CDL), ("mosaic 16000^2", mosaic)):
+        plain = run_case("plain", src, tmp / "plain.gpkg", args.block_size)
+        ours = run_case("geoseg", src, tmp / "geoseg.gpkg", args.block_size)
+        row = {"case": name, "plain": plain, "geoseg": ours}
+        row["throughput_vs_plain"] = plain["seconds"] / ours["seconds"]
+        if src == CDL:
+            row["checks"] = check_areas(src, tmp / "geoseg.gpkg")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    a, b = rows
+    print(
+        json.dumps(
+            {
+                "rss_growth_4x_geoseg": b["geoseg"]["peak_rss_mb"] / a["geoseg"]["peak_rss_mb"],
+                "rss_growth_4x_plain": b["plain"]["peak_rss_mb"] / a["plain"]["peak_rss_mb"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

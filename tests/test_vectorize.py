@@ -1,0 +1,255 @@
+"""Tests for geoseg.vectorize: blocked == whole, exact round trip, sieve, simplify, outputs."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.features import rasterize
+from scipy import ndimage
+
+from geoseg.errors import ConfigError, OutputExistsError
+from geoseg.grid import Grid
+from geoseg.vectorize import (
+    block_windows,
+    parse_area,
+    polygonize_array,
+    sieve,
+    vectorize,
+)
+
+TRANSFORM = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
+
+
+def class_array(seed: int, shape: tuple[int, int] = (75, 83), nodata: bool = True) -> np.ndarray:
+    """Blobs of 4 classes crossing many 16-px seams, salt noise, a nodata corner (0)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(1, 5, size=(shape[0] // 3 + 1, shape[1] // 3 + 1))
+    a = ndimage.zoom(coarse, 3, order=0)[: shape[0], : shape[1]].astype("uint8")
+    noise = rng.random(shape) < 0.08
+    a[noise] = rng.integers(1, 5, size=int(noise.sum()))
+    a[:, shape[1] // 2] = 2  # a long thin region across every block row
+    if nodata:
+        a[:6, :9] = 0
+        a[50:53, 60:70] = 0
+    return a
+
+
+@pytest.fixture(params=[0, 1])
+def classes_tif(request: pytest.FixtureRequest, raster_factory: Callable[..., Path]) -> Path:
+    return raster_factory(f"classes{request.param}.tif", class_array(request.param), nodata=0)
+
+
+def read(path: Path) -> gpd.GeoDataFrame:
+    if path.suffix == ".parquet":
+        return gpd.read_parquet(path)
+    return gpd.read_file(path, layer=0)
+
+
+def test_block_windows_tile_without_overlap() -> None:
+    ws = block_windows((37, 50), 16)
+    cover = np.zeros((37, 50), int)
+    for w in ws:
+        cover[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
+    assert (cover == 1).all()
+
+
+@pytest.mark.parametrize("block_size", [7, 16])
+def test_blocked_equals_whole_raster(classes_tif: Path, tmp_path: Path, block_size: int) -> None:
+    with rasterio.open(classes_tif) as ds:
+        a = ds.read(1)
+        grid = Grid.from_dataset(ds)
+    ref, ref_ids = polygonize_array(a, grid, mask=a != 0)
+    out = tmp_path / "v.gpkg"
+    rep = vectorize(classes_tif, out, block_size=block_size, workers=2)
+    assert rep.blocks == len(block_windows(a.shape, block_size)) > 9
+    gdf = read(out)
+    assert len(gdf) == len(ref) == rep.features
+    got = shapely.normalize(gdf.geometry.to_numpy())
+    assert shapely.equals_exact(got, ref).all()
+    assert (gdf["class_id"].to_numpy() == ref_ids).all()
+    assert shapely.area(shapely.symmetric_difference(got, ref)).sum() == 0
+
+
+def test_rasterize_back_gives_input(classes_tif: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.fgb"
+    vectorize(classes_tif, out, block_size=16)
+    gdf = read(out)
+    with rasterio.open(classes_tif) as ds:
+        a = ds.read(1)
+        back = rasterize(
+            zip(gdf.geometry, gdf["class_id"], strict=True),
+            out_shape=a.shape,
+            transform=ds.transform,
+            fill=0,
+            dtype="uint8",
+        )
+    np.testing.assert_array_equal(back, a)
+    assert gdf.is_valid.all()
+    assert set(gdf.columns) >= {"class_id", "class_name", "area_ha", "perimeter_m"}
+    pixels = np.bincount(a[a != 0])
+    areas = gdf.groupby("class_id")["area_ha"].sum()
+    for cid, ha in areas.items():
+        assert ha == pytest.approx(pixels[cid] * 100 / 1e4, rel=1e-12)
+    assert gdf["perimeter_m"].to_numpy() == pytest.approx(gdf.length.to_numpy())
+    assert (out.with_suffix(".qml")).exists()
+
+
+@pytest.mark.parametrize("min_area", ["5px", "500m2", 12])
+def test_min_area_equals_sieve_then_polygonize(
+    classes_tif: Path, tmp_path: Path, min_area: str | int
+) -> None:
+    with rasterio.open(classes_tif) as ds:
+        a = ds.read(1)
+        grid = Grid.from_dataset(ds)
+    px = parse_area(min_area, 100.0)
+    sieved = sieve(a, px, mask=a != 0)
+    ref, ref_ids = polygonize_array(sieved, grid, mask=a != 0)
+    out = tmp_path / "s.gpkg"
+    vectorize(classes_tif, out, block_size=16, min_area=min_area)
+    gdf = read(out)
+    assert len(gdf) == len(ref)
+    assert shapely.equals_exact(shapely.normalize(gdf.geometry.to_numpy()), ref).all()
+    assert (gdf["class_id"].to_numpy() == ref_ids).all()
+    # only regions with no valid neighbour may stay below the threshold
+    assert (shapely.area(ref) / 100 >= px).sum() >= len(ref) - 1
+
+
+def test_sieve_rule_largest_neighbour() -> None:
+    a = np.array(
+        [
+            [1, 1, 1, 2, 2],
+            [1, 3, 1, 2, 2],
+            [1, 1, 4, 2, 2],
+            [1, 1, 1, 2, 2],
+        ],
+        dtype="uint8",
+    )
+    out = sieve(a, 2)
+    # the 3 is surrounded by 1; the 4 touches 1 (region of 9) and 2 (region of 8)
+    assert out[1, 1] == 1 and out[2, 2] == 1
+    assert (out[:, 3:] == 2).all()
+    assert (sieve(a, 0) == a).all()
+    island = np.array([[0, 0, 0], [0, 5, 0], [0, 0, 0]], dtype="uint8")
+    assert (sieve(island, 10, mask=island > 0) == island).all()
+
+
+def test_parse_area() -> None:
+    assert parse_area("20px", 9.0) == 20
+    assert parse_area(20, 9.0) == 20
+    assert parse_area("900m2", 9.0) == pytest.approx(100)
+    assert parse_area("0.5ha", 9.765625) == pytest.approx(512)
+    assert parse_area("1 km2", 1e4) == pytest.approx(100)
+    with pytest.raises(ConfigError, match=r"0\.5ha"):
+        parse_area("half a field", 9.0)
+    with pytest.raises(ConfigError):
+        parse_area(-1, 9.0)
+
+
+def test_simplify_keeps_a_valid_coverage(classes_tif: Path, tmp_path: Path) -> None:
+    out = tmp_path / "simple.gpkg"
+    vectorize(classes_tif, out, block_size=16, simplify=15.0)
+    gdf = read(out)
+    geoms = gdf.geometry.to_numpy()
+    assert gdf.is_valid.all()
+    assert shapely.coverage_is_valid(geoms)
+    union = shapely.coverage_union_all(geoms)
+    assert union.area == pytest.approx(shapely.area(geoms).sum(), rel=1e-9)
+    with rasterio.open(classes_tif) as ds:
+        total = float((ds.read(1) != 0).sum()) * 100
+    assert union.area == pytest.approx(total, rel=0.02)
+    plain = read(vectorize(classes_tif, tmp_path / "plain.gpkg", block_size=16).path)
+    assert (
+        shapely.get_num_coordinates(geoms).sum()
+        < shapely.get_num_coordinates(plain.geometry.to_numpy()).sum()
+    )
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".fgb", ".geojson", ".parquet"])
+def test_rerun_is_byte_identical(
+    raster_factory: Callable[..., Path], tmp_path: Path, suffix: str
+) -> None:
+    src = raster_factory("c.tif", class_array(3, (40, 45)), nodata=0)
+    a = vectorize(src, tmp_path / f"a{suffix}", block_size=16, min_area=3, layer="lc")
+    b = vectorize(src, tmp_path / f"b{suffix}", block_size=2048, min_area=3, layer="lc")
+    assert a.path.read_bytes() == b.path.read_bytes()
+    assert len(read(a.path)) == a.features
+
+
+def test_gpkg_carries_qgis_style(raster_factory: Callable[..., Path], tmp_path: Path) -> None:
+    src = raster_factory("c.tif", class_array(4, (30, 30)), nodata=0)
+    with rasterio.open(src, "r+") as ds:
+        ds.update_tags(1, CLASS_NAMES="forest,grass,urban,water", CLASS_IDS="1,2,3,4")
+        ds.write_colormap(1, {1: (1, 2, 3, 255), 2: (4, 5, 6, 255)})
+    out = tmp_path / "styled.gpkg"
+    vectorize(src, out)
+    con = sqlite3.connect(out)
+    rows = con.execute(
+        "SELECT f_table_name, f_geometry_column, styleName, styleQML, useAsDefault "
+        "FROM layer_styles"
+    ).fetchall()
+    con.close()
+    assert len(rows) == 1
+    table, geom_col, _, qml, default = rows[0]
+    assert (table, geom_col, default) == ("styled", "geom", 1)
+    assert "forest" in qml and "1,2,3,255" in qml
+    gdf = read(out)
+    assert set(gdf["class_name"]) == {"forest", "grass", "urban", "water"}
+    assert not out.with_suffix(".qml").exists()
+
+
+def test_to_crs_and_geographic_areas(raster_factory: Callable[..., Path], tmp_path: Path) -> None:
+    src = raster_factory("c.tif", class_array(5, (30, 30)), nodata=0)
+    proj = read(vectorize(src, tmp_path / "p.gpkg").path)
+    wgs = read(vectorize(src, tmp_path / "w.gpkg", to_crs="EPSG:4326").path)
+    assert wgs.crs.to_epsg() == 4326
+    np.testing.assert_allclose(wgs["area_ha"], proj["area_ha"])
+    geo = raster_factory(
+        "geo.tif",
+        class_array(5, (30, 30)),
+        nodata=0,
+        crs="EPSG:4326",
+        transform=Affine(0.001, 0, 10.0, 0, -0.001, 50.0),
+    )
+    g = read(vectorize(geo, tmp_path / "g.gpkg", min_area="1ha").path)
+    # a 0.001 degree pixel at 50 N is about 71.7 m x 111.2 m
+    total = g["area_ha"].sum()
+    assert total == pytest.approx((class_array(5, (30, 30)) != 0).sum() * 0.797, rel=0.01)
+
+
+def test_errors(classes_tif: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.gpkg"
+    vectorize(classes_tif, out)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        vectorize(classes_tif, out)
+    vectorize(classes_tif, out, overwrite=True)
+    with pytest.raises(ConfigError, match="format"):
+        vectorize(classes_tif, tmp_path / "v.shp")
+    with pytest.raises(ConfigError, match="block size"):
+        vectorize(classes_tif, tmp_path / "b.gpkg", block_size=0)
+    assert not (tmp_path / "b.gpkg").exists()
+
+
+@pytest.mark.slow
+def test_cdl_areas_exact_and_valid(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "cdl-iowa" / "CDL_2016_19_train.tif"
+    out = tmp_path / "cdl.gpkg"
+    vectorize(src, out)
+    gdf = read(out)
+    assert gdf.is_valid.all()
+    with rasterio.open(src) as ds:
+        a = ds.read(1)
+        m = ds.read_masks(1) > 0
+        px = abs(ds.transform.a * ds.transform.e)
+    ids, counts = np.unique(a[m], return_counts=True)
+    got = gdf.groupby("class_id")["area_ha"].sum()
+    for cid, n in zip(ids, counts, strict=True):
+        want = n * px / 1e4
+        assert abs(got[cid] - want) / want < 1e-9

@@ -1,0 +1,106 @@
+"""Workflow files: validation with key/line errors, path resolution, globs, shipped workflows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geoseg.errors import ConfigError
+from geoseg.workflow import DEFAULT_MODEL, Workflow, load_workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_relative_paths_and_globs_resolve_against_the_yaml_folder(tmp_path: Path) -> None:
+    (tmp_path / "scenes").mkdir()
+    for n in ("b.tif", "a.tif"):
+        (tmp_path / "scenes" / n).write_bytes(b"")
+    p = write(
+        tmp_path,
+        "output: out\nmodel: models/m.pt\nscenes: ['scenes/*.tif', scenes/a.tif, missing.tif]\n"
+        "stages: [predict, areas]\n",
+    )
+    wf = load_workflow(p)
+    assert wf.output == tmp_path / "out"
+    assert wf.model_path == tmp_path / "models" / "m.pt"
+    # sorted glob, duplicates dropped, a missing literal path kept (reported per scene later)
+    assert wf.scenes == (
+        tmp_path / "scenes" / "a.tif",
+        tmp_path / "scenes" / "b.tif",
+        tmp_path / "missing.tif",
+    )
+    assert wf.stages == ("predict", "areas")
+
+
+def test_default_model() -> None:
+    wf = Workflow.model_validate({"output": "o", "scenes": ["a.tif"], "stages": ["predict"]})
+    assert wf.model == "default" and wf.model_path == DEFAULT_MODEL
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "output: o\nscenes: [a.tif]\nstages: [predict]\nworkers: 3\n",
+            r"wf.yaml:4: workers: unknown key",
+        ),
+        (
+            "output: o\nscenes: [a.tif]\nstages: [predict]\npredict:\n  batch: 3\n",
+            r"wf.yaml:5: predict.batch: unknown key; allowed keys here: bands, batch_size",
+        ),
+        (
+            "output: o\nscenes: ['nothing/*.tif']\nstages: [predict]\n",
+            r"wf.yaml:2: scenes: .*matches no file",
+        ),
+        (
+            "output: o\nscenes: [a.tif]\nstages: [predict, cluster]\n",
+            r"wf.yaml:3: stages.1: Input should be",
+        ),
+        (
+            "output: o\nscenes: [a.tif]\nstages: [change]\nchange: {from_classes: [1]}\n",
+            r"wf.yaml:3: stages: .*needs 'pairs'",
+        ),
+        ("output: o\nstages: [predict]\n", r"wf.yaml:2: stages: .*need 'scenes'"),
+        (
+            "output: o\npairs: [{before: a.tif, after: b.tif}]\nstages: [change]\n",
+            r"wf.yaml: change: .*from_classes",
+        ),
+        ("scenes: [a.tif]\nstages: [predict]\n", r"wf.yaml: output: Field required"),
+        (
+            "output: o\nscenes: [a.tif]\nstages: [predict]\npredict: {batch_size: 0}\n",
+            r"wf.yaml:4: predict.batch_size",
+        ),
+    ],
+)
+def test_errors_name_the_key_and_the_line(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_workflow(write(tmp_path, text))
+
+
+def test_pairs(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "output: o\npairs:\n  - {name: t1-t2, before: a.tif, after: b.tif}\n"
+        "aoi: aoi.geojson\nstages: [change]\nchange: {from_classes: [1]}\n",
+    )
+    wf = load_workflow(p)
+    assert wf.pairs[0].before == tmp_path / "a.tif"
+    assert wf.aoi == tmp_path / "aoi.geojson"
+    assert wf.change is not None and wf.change.from_classes == (1,)
+
+
+@pytest.mark.parametrize("name", ["landcover.yaml", "deforestation.yaml"])
+def test_shipped_workflows_validate(name: str, shared_data: Path) -> None:
+    wf = load_workflow(ROOT / "workflows" / name)
+    inputs = list(wf.scenes) + [p for pair in wf.pairs for p in (pair.before, pair.after)]
+    assert inputs and all(p.exists() for p in inputs)
+    assert all(p.is_relative_to(shared_data) for p in inputs)
+    if wf.aoi:
+        assert wf.aoi.exists()

@@ -1,0 +1,116 @@
+"""``geoseg predict`` through click's CliRunner, with a tiny model on generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from geoseg.bundle import ModelBundle
+from geoseg.classes import ClassMap
+from geoseg.cli.main import cli
+from tests.data.rasters import write_raster
+
+torch.set_num_threads(1)
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path]:
+    scene = write_raster(
+        tmp_path / "s.tif", width=80, height=70, count=3, descriptions=["B2", "B3", "B4"]
+    )
+    b = ModelBundle.random_init(
+        arch="fcn",
+        encoder="mobilenet_v2",
+        bands=("B4", "B3", "B2"),
+        classes=ClassMap.from_names(["water", "urban"]),
+        dtype="uint16",
+        chip_size=64,
+        overlap=16,
+    )
+    return scene, b.save(tmp_path / "m.pt")
+
+
+def test_predict_cli_json_report_and_probabilities(tmp_path: Path) -> None:
+    scene, model = _setup(tmp_path)
+    out = tmp_path / "out" / "c.tif"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(scene),
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--probabilities",
+            "--json",
+            "--report",
+            str(tmp_path / "r.json"),
+            "--batch-size",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["size"] == 64 and d["windows"] == 4
+    assert json.loads((tmp_path / "r.json").read_text())["out"] == str(out)
+    assert (tmp_path / "out" / "c_proba.tif").exists()
+    with rasterio.open(out) as ds:
+        assert ds.tags()["GEOSEG_SCENE_BANDS"] == "3,2,1"  # matched by name
+
+
+def test_predict_cli_errors_are_one_line(tmp_path: Path) -> None:
+    scene, model = _setup(tmp_path)
+    res = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(scene),
+            "--model",
+            str(model),
+            "--out",
+            str(tmp_path / "o.tif"),
+            "--bands",
+            "1,2",
+        ],
+    )
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: --bands gives 2 band(s) but the model expects 3")
+    assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(scene),
+            "--model",
+            str(tmp_path / "missing.pt"),
+            "--out",
+            str(tmp_path / "o.tif"),
+        ],
+    )
+    assert res.exit_code == 1 and "no such model file" in res.output
+
+
+def test_predict_cli_text_summary(tmp_path: Path) -> None:
+    scene, model = _setup(tmp_path)
+    res = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "predict",
+            str(scene),
+            "-m",
+            str(model),
+            "-o",
+            str(tmp_path / "o.tif"),
+            "--size",
+            "32",
+            "--overlap",
+            "8",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Seconds: read" in res.output and "Mpx/s" in res.output

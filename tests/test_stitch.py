@@ -1,0 +1,88 @@
+"""Tests of geoseg.stitch: blend weights and the streaming row-band stitcher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from geoseg.grid import blend_weights, plan_windows, windows_by_row
+from geoseg.stitch import TRIM_WEIGHT, RowBandStitcher, chip_weights
+
+
+def test_weights_full_on_scene_border_trimmed_inside() -> None:
+    w = chip_weights(Window(0, 0, 64, 64), (200, 64), 16, trim=4)
+    assert w.shape == (64, 64) and (w > 0).all()
+    assert w[0].min() == 1.0  # top row is the scene border
+    assert np.isclose(w[-1, 10], TRIM_WEIGHT)  # bottom edge borders the next chip
+    assert w[-8, 10] > 0.05
+
+
+def test_trim_zero_is_grid_weights() -> None:
+    win = Window(48, 48, 64, 64)
+    np.testing.assert_allclose(
+        chip_weights(win, (300, 300), 16, trim=0), blend_weights(win, (300, 300), 16)
+    )
+
+
+def _stream(shape: tuple[int, int], size: int, overlap: int, chips: dict) -> tuple[np.ndarray, int]:
+    st = RowBandStitcher(shape=shape, num_classes=2, overlap=overlap)
+    out = np.full((2, *shape), np.nan, dtype=np.float32)
+    rows = list(windows_by_row(plan_windows(shape, size, overlap)))
+    for i, (_, ws) in enumerate(rows):
+        for w in ws:
+            st.add(w, chips[(int(w.row_off), int(w.col_off))])
+        upto = rows[i + 1][0] if i + 1 < len(rows) else shape[0]
+        band = st.release(upto)
+        assert band is not None
+        r0, n = int(band.window.row_off), int(band.window.height)
+        assert np.isnan(out[:, r0 : r0 + n]).all()  # every row released exactly once
+        out[:, r0 : r0 + n] = band.probabilities
+    assert st.top == shape[0]
+    return out, st.peak_rows
+
+
+def test_stitcher_equals_whole_scene_accumulation() -> None:
+    shape, size, overlap = (230, 170), 64, 16
+    rng = np.random.default_rng(0)
+    wins = plan_windows(shape, size, overlap)
+    chips = {
+        (int(w.row_off), int(w.col_off)): rng.random((2, 64, 64)).astype(np.float32) for w in wins
+    }
+    acc = np.zeros((2, *shape))
+    wsum = np.zeros(shape)
+    for w in wins:
+        p = chips[(int(w.row_off), int(w.col_off))]
+        wt = chip_weights(w, shape, overlap)
+        sl = np.s_[int(w.row_off) : int(w.row_off) + 64, int(w.col_off) : int(w.col_off) + 64]
+        acc[:, sl[0], sl[1]] += p * wt
+        wsum[sl] += wt
+    out, peak = _stream(shape, size, overlap, chips)
+    np.testing.assert_allclose(out, acc / wsum, rtol=1e-5, atol=1e-6)
+    assert peak <= size + (size - overlap)
+
+
+def test_constant_predictions_survive_blending() -> None:
+    shape = (150, 150)
+    chips = {
+        (int(w.row_off), int(w.col_off)): np.stack(
+            [np.full((64, 64), 0.3), np.full((64, 64), 0.7)]
+        ).astype(np.float32)
+        for w in plan_windows(shape, 64, 16)
+    }
+    out, _ = _stream(shape, 64, 16, chips)
+    np.testing.assert_allclose(out[0], 0.3, rtol=1e-5)
+
+
+def test_uncovered_rows_are_flagged_and_bad_adds_refused() -> None:
+    st = RowBandStitcher(shape=(100, 50), num_classes=1, overlap=8)
+    st.add(Window(0, 40, 50, 32), np.ones((1, 32, 50), dtype=np.float32))
+    band = st.release(100)
+    assert band is not None
+    assert not band.covered[:40].any() and band.covered[40:72].all() and not band.covered[72:].any()
+    with pytest.raises(ValueError, match="above released rows"):
+        st.add(Window(0, 0, 50, 32), np.ones((1, 32, 50), dtype=np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        RowBandStitcher(shape=(100, 50), num_classes=2, overlap=8).add(
+            Window(0, 0, 50, 32), np.ones((1, 32, 50))
+        )

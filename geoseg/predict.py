@@ -792,6 +792,12 @@ def predict(
                 for chip in progress(chips, total=len(windows), desc="predict", unit="chip"):
                     run.feed(chip)
                 run.finish()
+                if run.valid_pixels == 0:  # raised inside the writer: nothing is written
+                    where = " inside the AOI" if aoi is not None else ""
+                    raise EmptyResultError(
+                        f"{scene}: every pixel{where} is nodata, nothing to predict; "
+                        "check the scene's nodata value (`geoseg info`)"
+                    )
                 t_close = time.perf_counter()
             run.seconds["write"] += time.perf_counter() - t_close  # overviews + COG copy
     finally:

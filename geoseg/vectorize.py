@@ -45,7 +45,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geoseg.classes import ClassInfo, ClassMap, default_color
-from geoseg.errors import ConfigError, EmptyResultError, RasterReadError
+from geoseg.errors import ConfigError, EmptyResultError, OutputWriteError, RasterReadError
 from geoseg.grid import Grid
 
 __all__ = [
@@ -825,12 +825,27 @@ def vectorize(
         ClassMap(tuple(c for c in classes if c.id in set(vals.tolist()))) if len(vals) else classes
     )
     paths: list[Path] = [out_p] if fmt == "gpkg" else [out_p, qml_path]
+    import pyogrio.errors
+
     with atomic_outputs(paths, overwrite=overwrite) as tmps:
-        _write(gdf, tmps[0], fmt, layer_name)
-        if fmt == "gpkg":
-            _layer_styles(tmps[0], layer_name, qml)
-        else:
-            tmps[1].write_text(qml)
+        try:
+            _write(gdf, tmps[0], fmt, layer_name)
+            if fmt == "gpkg":
+                _layer_styles(tmps[0], layer_name, qml)
+            else:
+                tmps[1].write_text(qml)
+        except (
+            OSError,
+            sqlite3.Error,
+            pyogrio.errors.DataSourceError,
+            pyogrio.errors.FeatureError,
+        ) as exc:
+            first = (
+                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            )
+            raise OutputWriteError(
+                f"{out_p}: writing failed ({first}); check free disk space or write elsewhere"
+            ) from exc
     per_class = gdf.groupby("class_name", sort=True)["area_ha"].sum()
     return VectorizeReport(
         path=out_p,

@@ -160,7 +160,7 @@ class CogWriter:
             self._stage.write(arr.astype(self.dtype, copy=False), window=window)
         except RasterioIOError as exc:
             raise OutputWriteError(
-                f"{self.path}: writing failed ({_short(exc)}); check free disk space or write elsewhere"
+                f"{self.path}: writing failed{_why(exc)}; check free disk space or write elsewhere"
             ) from exc
 
     def __exit__(
@@ -211,7 +211,7 @@ class CogWriter:
             )
         except RasterioIOError as exc:
             raise OutputWriteError(
-                f"{self.path}: writing the COG failed ({_short(exc)}); check free disk space or write elsewhere"
+                f"{self.path}: writing the COG failed{_why(exc)}; check free disk space or write elsewhere"
             ) from exc
         if self.qml is not None:
             self._temps["qml"].write_text(self.qml)
@@ -232,3 +232,13 @@ class CogWriter:
 def _short(exc: BaseException) -> str:
     s = str(exc).strip().splitlines()
     return s[0][:200] if s else type(exc).__name__
+
+
+def _why(exc: BaseException) -> str:
+    """`` (GDAL's message)`` for an error line; nothing for rasterio's generic one.
+
+    "Write failed. See previous exception for details." says nothing, and its cause names the
+    temporary file, not the output.
+    """
+    msg = _short(exc)
+    return "" if "previous exception" in msg else f" ({msg})"

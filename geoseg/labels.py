@@ -108,7 +108,7 @@ class LabelSource(ABC):
     def require_overlap(self, grid: Grid, *, scene: str = "the scene") -> None:
         """Raise :class:`LabelError` when the labels lie entirely outside ``grid``."""
         if not self.overlaps(grid):
-            names = ", ".join(p.name for p in self.paths)
+            names = ", ".join(str(p) for p in self.paths)
             raise LabelError(
                 f"{names}: labels lie entirely outside {scene} "
                 f"(labels {_fmt_bounds(self.bounds_in(grid.crs))} vs scene "  # type: ignore[arg-type]

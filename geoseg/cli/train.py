@@ -1,0 +1,113 @@
+"""``geoseg train``: train a segmentation model into a bundle (thin wrapper over :func:`geoseg.train.train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoseg.cli.options import overwrite_opt
+from geoseg.models import ARCHITECTURES, ENCODERS
+
+
+@click.command("train")
+@click.option(
+    "--chips",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder written by `geoseg tile` (images/, masks/, classes.yaml, index.gpkg).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Training YAML (keys of TrainConfig); options given here override it.",
+)
+@click.option(
+    "--scene",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Image to train on straight from the scene (with --labels).",
+)
+@click.option(
+    "--labels",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Label raster or vector files for --scene (repeatable).",
+)
+@click.option("--class-column", default=None, help="Attribute with the class of vector labels.")
+@click.option(
+    "--model", type=click.Choice(ARCHITECTURES), default=None, help="Architecture [unet]."
+)
+@click.option("--encoder", type=click.Choice(ENCODERS), default=None, help="Encoder [resnet18].")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local weights file to start from.",
+)
+@click.option("--epochs", type=int, default=None, help="Number of epochs [20].")
+@click.option("--steps", "steps_per_epoch", type=int, default=None, help="Batches per epoch [50].")
+@click.option("--batch-size", type=int, default=None, help="Chips per batch [8].")
+@click.option(
+    "--size", "chip_size", type=int, default=None, help="Training chip size in pixels [256]."
+)
+@click.option("--lr", type=float, default=None, help="Initial learning rate [0.001].")
+@click.option("--loss", default=None, help="ce, wce, focal, dice or a sum such as ce+dice [ce].")
+@click.option(
+    "--patience", type=int, default=None, help="Stop after N epochs without a better val mIoU."
+)
+@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Device [auto]."
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=False,
+    help="Continue an interrupted run from MODEL's checkpoint.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Model bundle to write (e.g. model.pt).",
+)
+@overwrite_opt
+def train(config_path: str | None, **opts: Any) -> None:
+    """Train a model on chips or on scenes with labels; write the bundle and metrics.
+
+    Metrics per epoch go beside the bundle: OUT_metrics.csv, OUT_metrics.json and OUT_metrics.png.
+
+    
+    Examples:
+      geoseg train --chips chips/ --model unet --encoder resnet18 --epochs 20 --out model.pt
+      geoseg train --scene s2.tif --labels forest.gpkg --labels water.gpkg --out model.pt
+      geoseg train --config train.yaml --out model.pt
+    """
+    from geoseg.config import load_yaml, validate_mapping
+    from geoseg.train import TrainConfig
+    from geoseg.train import train as run_train
+
+    scene, labels = opts.pop("scene"), opts.pop("labels")
+    given: dict[str, Any] = {k: v for k, v in opts.items() if v not in (None, False)}
+    if scene is not None:
+        if not labels:
+            raise click.UsageError("--scene needs --labels")
+        given["scenes"] = [{"image": scene, "labels": list(labels)}]
+    if config_path is not None:
+        base = load_yaml(config_path, TrainConfig)
+        data = {**base.model_dump(exclude_unset=True), **given}
+        config = validate_mapping(data, TrainConfig, source=config_path)
+    else:
+        config = validate_mapping(given, TrainConfig, source="command line")
+    result = run_train(config=config)
+    msg = f"wrote {result.bundle_path} (best epoch {result.best_epoch}/{result.epochs_run}"
+    for name, s in (("val", result.val), ("test", result.test)):
+        if s:
+            msg += f", {name} mIoU {s['miou']:.3f} FW-IoU {s['fwiou']:.3f}"
+    click.echo(
+        msg + f"); metrics: {Path(result.metrics_csv).name}, {Path(result.metrics_json).name}"
+    )

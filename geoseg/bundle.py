@@ -82,6 +82,7 @@ class ModelBundle:
     metrics: dict[str, Any] = field(default_factory=dict)
     version: str = ""
     description: str = ""
+    pixel_head: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -96,7 +97,11 @@ class ModelBundle:
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The model with its weights loaded, in eval mode on ``device``."""
         model = build_model(
-            self.arch, self.encoder, in_channels=self.in_channels, num_classes=self.num_classes
+            self.arch,
+            self.encoder,
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            pixel_head=self.pixel_head,
         )
         try:
             model.load_state_dict(self.state_dict)
@@ -125,6 +130,7 @@ class ModelBundle:
             "metrics": self.metrics,
             "version": self.version,
             "description": self.description,
+            "pixel_head": self.pixel_head,
         }
 
     def replace(self, **changes: Any) -> ModelBundle:
@@ -189,6 +195,7 @@ class ModelBundle:
                 metrics=dict(meta.get("metrics") or {}),
                 version=str(meta.get("version", "")),
                 description=str(meta.get("description", "")),
+                pixel_head=bool(meta.get("pixel_head", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelBundleError(
@@ -209,7 +216,13 @@ class ModelBundle:
     ) -> ModelBundle:
         """An untrained bundle (for tests and benchmarks): deterministic for a seed."""
         torch.manual_seed(seed)
-        model = build_model(arch, encoder, in_channels=len(bands), num_classes=len(classes))
+        model = build_model(
+            arch,
+            encoder,
+            in_channels=len(bands),
+            num_classes=len(classes),
+            pixel_head=bool(kw.get("pixel_head", False)),
+        )
         norm = normalization or Normalization("meanstd", (0.0,) * len(bands), (1.0,) * len(bands))
         return cls(
             arch=arch,

@@ -59,11 +59,48 @@ class FCN(nn.Module):
         return F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_model(arch: str, encoder: str, *, in_channels: int, num_classes: int) -> nn.Module:
+class PixelHead(nn.Module):
+    """A context network plus a per-pixel spectral head, summed as logits.
+
+    Encoder-decoders see context but blur the finest detail: their last skip connection is at
+    half resolution. Spectral signatures, though, separate many land-cover classes pixel by
+    pixel. The head is a small 1x1-convolution MLP over the (normalised) bands and the context
+    logits, added to the context logits, so the model learns both. Its receptive field is one
+    pixel: tiling and blending are unaffected.
+    """
+
+    def __init__(
+        self, net: nn.Module, in_channels: int, num_classes: int, hidden: int = 32
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.pixel = nn.Sequential(
+            nn.Conv2d(in_channels + num_classes, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Context logits plus the per-pixel correction."""
+        ctx = self.net(x)
+        return ctx + self.pixel(torch.cat([x, ctx], dim=1))
+
+
+def build_model(
+    arch: str, encoder: str, *, in_channels: int, num_classes: int, pixel_head: bool = False
+) -> nn.Module:
     """A randomly initialised segmentation model returning logits ``(N, num_classes, H, W)``.
 
     Inputs need a height and width divisible by :func:`stride_multiple` (the predictor pads).
+    With ``pixel_head`` the network is wrapped in :class:`PixelHead`.
     """
+    net = _build_net(arch, encoder, in_channels=in_channels, num_classes=num_classes)
+    return PixelHead(net, in_channels, num_classes) if pixel_head else net
+
+
+def _build_net(arch: str, encoder: str, *, in_channels: int, num_classes: int) -> nn.Module:
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     if encoder not in ENCODERS:

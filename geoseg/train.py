@@ -125,6 +125,9 @@ class TrainConfig(StrictModel):
     )
     model: Architecture = "unet"
     encoder: Encoder = "resnet18"
+    pixel_head: bool = Field(
+        default=True, description="add a per-pixel spectral head to the context network"
+    )
     weights: Path | None = Field(default=None, description="local weights file (model or encoder)")
     epochs: int = Field(default=20, ge=1)
     steps_per_epoch: int = Field(default=50, ge=1)
@@ -309,7 +312,11 @@ def train(*, config: TrainConfig) -> TrainResult:
 
         torch.manual_seed(config.seed)
         model = build_model(
-            config.model, config.encoder, in_channels=len(data.bands), num_classes=n_cls
+            config.model,
+            config.encoder,
+            in_channels=len(data.bands),
+            num_classes=n_cls,
+            pixel_head=config.pixel_head,
         )
         if config.weights is not None:
             missing = load_encoder_weights(model, config.weights)
@@ -467,6 +474,7 @@ def train(*, config: TrainConfig) -> TrainResult:
             config=config.model_dump(mode="json"),
             metrics=metrics,
             description=f"{config.model}/{config.encoder} trained {len(history)} epoch(s)",
+            pixel_head=config.pixel_head,
         )
         bundle.save(out, overwrite=True)
         png = _write_metrics(history, metrics, csv_p, json_p, png_p)

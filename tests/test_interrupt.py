@@ -38,7 +38,7 @@ def _env() -> dict[str, str]:
 
 
 def _start_predict(tmp: Path) -> tuple[subprocess.Popen[str], Path]:
-    scene = bi.scene(tmp / "in", "big.tif", width=512, height=512)
+    scene = bi.scene(tmp / "in", "big.tif", width=2048, height=2048)  # ~30 s of work: killed early
     model = bi.model(tmp / "in")
     out = tmp / "out"
     out.mkdir()

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from geoseg.errors import ConfigError, InputFileNotFoundError
 
-__all__ = ["StrictModel", "load_yaml", "validate_mapping"]
+__all__ = ["StrictModel", "load_yaml", "merge_mapping", "read_yaml_mapping", "validate_mapping"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -100,8 +100,16 @@ def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def load_yaml(path: str | os.PathLike[str], model: type[M]) -> M:
-    """Read and validate a YAML file; relative paths in it resolve against its folder."""
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping, without validating it.
+
+    The mapping records the line of every key, so :func:`validate_mapping` can name the line
+    of a bad value; merge options into it with :func:`merge_mapping` to keep those lines.
+
+    Raises:
+        InputFileNotFoundError: the file does not exist.
+        ConfigError: the file is not valid YAML or its top level is not a mapping.
+    """
     p = Path(path)
     if not p.exists():
         raise InputFileNotFoundError(f"{p}: no such config file; check the path")
@@ -115,4 +123,21 @@ def load_yaml(path: str | os.PathLike[str], model: type[M]) -> M:
         ) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    return data
+
+
+def merge_mapping(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the top-level keys of ``overrides`` replaced or added (not validated).
+
+    The line numbers recorded by :func:`read_yaml_mapping` are kept for the keys that were not
+    overridden (an overridden value no longer comes from the file).
+    """
+    lines = {k: v for k, v in getattr(data, "lines", {}).items() if k not in overrides}
+    return _LinedDict({**data, **overrides}, lines)
+
+
+def load_yaml(path: str | os.PathLike[str], model: type[M]) -> M:
+    """Read and validate a YAML file; relative paths in it resolve against its folder."""
+    p = Path(path)
+    data = read_yaml_mapping(p)
     return validate_mapping(data, model, source=str(p), base_dir=p.parent.resolve())

@@ -12,8 +12,9 @@ without a label or with scene nodata).
   come from a spatial split: strips along x (west to east: train, val, test) or y (north to
   south), separated by a buffer of unused pixels.
 * **Chips** (:class:`ChipData`): ``DIR/images/*.tif`` and ``DIR/masks/*.tif`` with
-  ``DIR/classes.yaml`` and the split in ``DIR/index.gpkg`` (column ``split``); without an
-  index the same spatial strip rule is applied to chip centres.
+  ``DIR/classes.yaml`` and the split of each chip in ``DIR/index.gpkg`` (the tiler's ``chip``,
+  ``image``, ``mask`` and ``split`` columns; a chip the index does not list is an error);
+  without an index the same spatial strip rule is applied to chip centres.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Split = Literal["train", "val", "test"]
+
+#: The chip index written by ``geoseg tile`` and the columns :class:`ChipData` reads from it.
+INDEX_NAME = "index.gpkg"
+INDEX_LAYER = "chips"
+INDEX_COLUMNS = ("chip", "split", "image", "mask")
 
 
 @dataclass(frozen=True)
@@ -422,7 +428,22 @@ def _read_label_ids(
 # Chips from `geoseg tile`
 # ---------------------------------------------------------------------------------------
 class ChipData:
-    """The chips written by ``geoseg tile``: ``images/``, ``masks/``, ``classes.yaml``, split."""
+    """The chips written by ``geoseg tile``: ``images/``, ``masks/``, ``classes.yaml``, split.
+
+    With ``DIR/index.gpkg`` (the tiler's chip index) every chip takes the split of its index
+    row: rows are matched to files through the tiler's ``image`` and ``mask`` columns (paths
+    relative to ``DIR``), so a chip file the index does not list, or an index row whose files
+    are missing, is a :class:`~geoseg.errors.LabelError`. Without an index, masks are
+    ``masks/<image name>`` and the spatial strip rule ``split`` is applied to chip centres.
+
+    Args:
+        folder: the folder written by ``geoseg tile``.
+        split: the strip rule used only when the folder has no ``index.gpkg``.
+
+    Raises:
+        InputFileNotFoundError: no ``images/`` and ``masks/`` folders, or no chips.
+        LabelError: the index and the chip files do not match, or a chip has no mask.
+    """
 
     def __init__(self, folder: Path, *, split: SplitRule = SplitRule()) -> None:
         import rasterio
@@ -436,12 +457,20 @@ class ChipData:
         images = sorted(img_dir.glob("*.tif"))
         if not images:
             raise InputFileNotFoundError(f"{img_dir}: no chips (*.tif); run `geoseg tile` first")
-        pairs = []
-        for p in images:
-            m = mask_dir / p.name
-            if not m.exists():
-                raise LabelError(f"{p}: has no mask {m}; re-run `geoseg tile`")
-            pairs.append((p, m))
+        index = self.folder / INDEX_NAME
+        splits: list[Split | None] | None = None
+        if index.exists():
+            pairs, splits = _read_chip_index(self.folder, index, images)
+        else:
+            log.info(
+                "%s: no %s; splitting chips by the spatial strip rule", self.folder, INDEX_NAME
+            )
+            pairs = []
+            for p in images:
+                m = mask_dir / p.name
+                if not m.exists():
+                    raise LabelError(f"{p}: has no mask {m}; re-run `geoseg tile`")
+                pairs.append((p, m))
         cls_path = self.folder / "classes.yaml"
         if cls_path.exists():
             self.classes = ClassMap.read(cls_path)
@@ -457,53 +486,10 @@ class ChipData:
             self.dtype = ds.dtypes[0]
             self.resolution = Grid.from_dataset(ds).resolution
             self.nodata = ds.nodata
-        self.splits = self._read_split(pairs, split)
         self.pairs = pairs
-
-    def _read_split(self, pairs: list[tuple[Path, Path]], rule: SplitRule) -> list[Split | None]:
-        index = self.folder / "index.gpkg"
-        if index.exists():
-            import geopandas as gpd
-
-            df = gpd.read_file(index)
-            if "split" not in df.columns:
-                raise LabelError(f"{index}: has no 'split' column; re-run `geoseg tile`")
-            name_col = next(
-                (
-                    c
-                    for c in ("image", "path", "chip", "name", "file", "filename", "id")
-                    if c in df.columns
-                ),
-                None,
-            )
-            if name_col is not None:
-                lookup = {
-                    Path(str(v)).stem: str(s)
-                    for v, s in zip(df[name_col], df["split"], strict=True)
-                }
-                out: list[Split | None] = []
-                for p, _ in pairs:
-                    s = lookup.get(p.stem)
-                    out.append(_as_split(s))
-                return out
-            if len(df) == len(pairs):
-                return [_as_split(str(s)) for s in df["split"]]
-            log.warning("%s: cannot match rows to chips; using the spatial rule", index)
-        # The same spatial rule as for scenes, on chip centres.
-        import rasterio
-
-        centres = []
-        for p, _ in pairs:
-            with rasterio.open(p) as ds:
-                b = ds.bounds
-                centres.append(((b.left + b.right) / 2, (b.top + b.bottom) / 2))
-        arr = np.asarray(centres)
-        k = 0 if rule.axis == "x" else 1
-        v = arr[:, k] if rule.axis == "x" else -arr[:, k]
-        lo, hi = float(v.min()), float(v.max())
-        span = max(hi - lo, 1e-9)
-        n = 1000
-        return [rule.split_of((x - lo) / span * (n - 1), n) for x in v]
+        self.splits: list[Split | None] = (
+            splits if splits is not None else _strip_splits(pairs, split)
+        )
 
     def has_split(self, split: Split) -> bool:
         """Whether any chip is in ``split``."""
@@ -517,6 +503,11 @@ class ChipData:
             img = ds.read().astype(np.float32)
         with rasterio.open(mask_p) as ds:
             m = ds.read(1)
+        if m.shape != img.shape[1:]:
+            raise LabelError(
+                f"{mask_p}: mask is {m.shape[1]} x {m.shape[0]} px but its image {img_p} is "
+                f"{img.shape[2]} x {img.shape[1]} px; re-run `geoseg tile`"
+            )
         idx = self.lut[m.astype(np.uint8)]
         return Batch(
             image=torch.from_numpy(img)[None], mask=torch.from_numpy(idx.astype(np.int64))[None]
@@ -585,14 +576,95 @@ class ChipData:
         """Nothing to release."""
 
 
-def _as_split(value: str | None) -> Split | None:
-    if value == "train":
-        return "train"
-    if value == "val":
-        return "val"
-    if value == "test":
-        return "test"
-    return None
+_SPLITS: dict[str, Split] = {"train": "train", "val": "val", "test": "test"}
+
+
+def _read_chip_index(
+    folder: Path, index: Path, images: list[Path]
+) -> tuple[list[tuple[Path, Path]], list[Split | None]]:
+    """``(image, mask)`` pairs of ``images`` and their splits, from the tiler's chip index.
+
+    Rows (of the layer ``chips``, else the first layer) are matched to files through the
+    ``image`` and ``mask`` columns written by :func:`geoseg.tiling.tile_scenes` (paths
+    relative to ``folder``); never by row order.
+    """
+    import pyogrio
+
+    try:
+        layers = [str(name) for name in pyogrio.list_layers(index)[:, 0]]
+        layer = INDEX_LAYER if INDEX_LAYER in layers else None
+        df = pyogrio.read_dataframe(index, layer=layer, read_geometry=False)
+    except Exception as exc:
+        raise LabelError(
+            f"{index}: cannot read the chip index ({exc}); re-run `geoseg tile --overwrite`"
+        ) from exc
+    missing = [c for c in INDEX_COLUMNS if c not in df.columns]
+    if missing:
+        raise LabelError(
+            f"{index}: no column(s) {', '.join(missing)} (a `geoseg tile` index has "
+            f"{', '.join(INDEX_COLUMNS)}); re-run `geoseg tile --overwrite`"
+        )
+    rows: dict[Path, tuple[str, Path, Split]] = {}
+    for chip, image, mask, split in zip(
+        df["chip"], df["image"], df["mask"], df["split"], strict=True
+    ):
+        name = str(chip)
+        s = _SPLITS.get(str(split))
+        if s is None:
+            raise LabelError(
+                f"{index}: chip {name} has split {split!r}, not train, val or test; "
+                "re-run `geoseg tile --overwrite`"
+            )
+        img_p, mask_p = (folder / str(image)).resolve(), folder / str(mask)
+        if img_p in rows:
+            raise LabelError(
+                f"{index}: chips {rows[img_p][0]} and {name} both list {image}; "
+                "re-run `geoseg tile --overwrite`"
+            )
+        for kind, path in (("image", img_p), ("mask", mask_p)):
+            if not path.is_file():
+                raise LabelError(
+                    f"{index}: the {kind} of chip {name} ({path}) is missing; "
+                    "re-run `geoseg tile --overwrite`"
+                )
+        rows[img_p] = (name, mask_p, s)
+    pairs: list[tuple[Path, Path]] = []
+    splits: list[Split | None] = []
+    seen: set[Path] = set()
+    for p in images:
+        key = p.resolve()
+        row = rows.get(key)
+        if row is None:
+            raise LabelError(
+                f"{p}: chip not listed in {index}; remove it or re-run `geoseg tile --overwrite`"
+            )
+        seen.add(key)
+        pairs.append((p, row[1]))
+        splits.append(row[2])
+    if len(seen) != len(rows):  # rows whose image lies outside images/*.tif
+        extra = sorted(r[0] for k, r in rows.items() if k not in seen)
+        raise LabelError(
+            f"{index}: chip(s) {', '.join(extra[:3])} are not in {folder / 'images'}; "
+            "re-run `geoseg tile --overwrite`"
+        )
+    return pairs, splits
+
+
+def _strip_splits(pairs: list[tuple[Path, Path]], rule: SplitRule) -> list[Split | None]:
+    """The spatial strip rule of scenes applied to chip centres (folders without an index)."""
+    import rasterio
+
+    centres = []
+    for p, _ in pairs:
+        with rasterio.open(p) as ds:
+            b = ds.bounds
+            centres.append(((b.left + b.right) / 2, (b.top + b.bottom) / 2))
+    arr = np.asarray(centres)
+    v = arr[:, 0] if rule.axis == "x" else -arr[:, 1]
+    lo, hi = float(v.min()), float(v.max())
+    span = max(hi - lo, 1e-9)
+    n = 1000
+    return [rule.split_of((x - lo) / span * (n - 1), n) for x in v]
 
 
 def compute_normalization(

@@ -505,8 +505,6 @@ CASES: list[Case] = [
         "training YAML without `out` (given by --out) and a missing chips folder",
         lambda: _train_config("epochs: 1\nchips: nochips\n"),
         ("nochips",),
-        xfail="geoseg/cli/train.py validates the YAML alone first, so a config without `out` "
-        "fails 'out: Field required' although --out is given",
     ),
     Case(
         "train-chips-missing",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +13,9 @@ import torch
 
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.data import ChipData, SceneData, SplitRule, compute_normalization, normalize_batch
-from geoseg.errors import ConfigError, InputFileNotFoundError
+from geoseg.errors import ConfigError, InputFileNotFoundError, LabelError
+from geoseg.tiling import tile_scenes
+from tests.data.labels import pixel_box, write_vector
 from tests.data.rasters import write_raster
 
 torch.set_num_threads(1)
@@ -109,6 +113,7 @@ def test_scene_data_reproducible(tmp_path: Path) -> None:
 
 def test_chip_data_reads_tiler_layout(tmp_path: Path) -> None:
     import geopandas as gpd
+    from affine import Affine
     from shapely import box
 
     root = tmp_path / "chips"
@@ -116,8 +121,6 @@ def test_chip_data_reads_tiler_layout(tmp_path: Path) -> None:
     (root / "masks").mkdir()
     rows = []
     for k in range(4):
-        from affine import Affine
-
         t = Affine(10, 0, 500000 + k * 320, 0, -10, 5000000)
         write_raster(
             root / "images" / f"c{k}.tif", count=2, width=32, height=32, transform=t, seed=k
@@ -127,19 +130,167 @@ def test_chip_data_reads_tiler_layout(tmp_path: Path) -> None:
         write_raster(root / "masks" / f"c{k}.tif", m, transform=t)
         rows.append(
             {
+                "chip": f"c{k}",
                 "image": f"images/c{k}.tif",
-                "split": "train" if k < 3 else "val",
+                "mask": f"masks/c{k}.tif",
+                "split": "train" if k in (0, 2, 3) else "val",
                 "geometry": box(0, 0, 1, 1),
             }
         )
     ClassMap.from_ids([5, 7]).write(root / "classes.yaml")
+    rows.reverse()  # rows are matched by file, not by order
     gpd.GeoDataFrame(rows, crs="EPSG:32633").to_file(root / "index.gpkg")
     chips = ChipData(root)
-    assert chips.splits == ["train", "train", "train", "val"]
+    assert chips.splits == ["train", "val", "train", "train"]
     b = next(chips.train_batches(size=32, batch_size=2, length=2, generator=torch.Generator()))
     assert b.image.shape == (2, 2, 32, 32)
     assert set(torch.unique(b.mask).tolist()) == {0, IGNORE_INDEX}  # id 5 -> index 0
     assert sum(x.image.shape[0] for x in chips.eval_batches("val", size=32, batch_size=4)) == 1
+
+
+# ---- `geoseg tile` -> ChipData -> train, run together --------------------------------------
+TILE_KW: dict[str, Any] = {
+    "size": 32,
+    "overlap": 8,
+    "block_size": 48,
+    "split": (0.5, 0.25, 0.25),
+    "seed": 1,  # gives chips in all three splits
+}
+TILE_CLASSES = ClassMap.from_ids([3, 7], {3: "forest", 7: "water"})
+
+
+def make_tiler_inputs(folder: Path) -> tuple[Path, list[Path]]:
+    """A 3-band 160 x 128 px scene and two polygon files (forest, water) covering most of it."""
+    h, w = 128, 160
+    data = np.random.default_rng(0).integers(1, 3000, size=(3, h, w)).astype("uint16")
+    scene = write_raster(folder / "scene.tif", data, descriptions=["red", "green", "nir"])
+    forest = write_vector(
+        folder / "forest.gpkg", [pixel_box(0, 0, 80, h), pixel_box(120, 0, w, 40)]
+    )
+    water = write_vector(
+        folder / "water.gpkg", [pixel_box(80, 0, 120, h), pixel_box(120, 70, w, h)]
+    )
+    return scene, [forest, water]
+
+
+@pytest.fixture
+def tiled(tmp_path: Path) -> Path:
+    """A chip folder written by the real tiler."""
+    scene, labels = make_tiler_inputs(tmp_path)
+    out = tmp_path / "chips"
+    tile_scenes([scene], labels=labels, classes=TILE_CLASSES, out_dir=out, **TILE_KW)
+    return out
+
+
+def _px(index: Any, split: str) -> list[int]:
+    rows = index[index["split"] == split]
+    return [int(rows["px_forest"].sum()), int(rows["px_water"].sum())]
+
+
+def test_chip_data_on_tiler_output_keeps_splits_and_trains(
+    tiled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geopandas as gpd
+
+    from geoseg.bundle import ModelBundle
+    from geoseg.train import TrainConfig, train
+
+    index = gpd.read_file(tiled / "index.gpkg")
+    assert set(index["split"]) == {"train", "val", "test"}
+    data = ChipData(tiled)
+    assert data.bands == ("red", "green", "nir") and data.classes.ids == [3, 7]
+    # Every index row is exactly one chip, with the index's split and mask.
+    assert sorted(p.stem for p, _ in data.pairs) == sorted(index["chip"])
+    rows = index.set_index("chip")
+    for k, (img_p, mask_p) in enumerate(data.pairs):
+        rec = rows.loc[img_p.stem]
+        assert data.splits[k] == rec["split"]
+        assert mask_p == tiled / rec["mask"] and img_p == tiled / rec["image"]
+        with rasterio.open(img_p) as im, rasterio.open(mask_p) as ms:
+            raw_img, raw_mask = im.read(), ms.read(1)
+            assert im.transform == ms.transform
+        assert set(np.unique(raw_mask).tolist()) <= {3, 7, IGNORE_INDEX}
+        b = data._load(k)
+        assert b.image.shape == (1, 3, 32, 32) and b.mask.shape == (1, 32, 32)
+        np.testing.assert_array_equal(b.image[0].numpy(), raw_img.astype(np.float32))
+        expected = np.select([raw_mask == 3, raw_mask == 7], [0, 1], IGNORE_INDEX)
+        np.testing.assert_array_equal(b.mask[0].numpy(), expected)  # ids 3, 7 -> indices 0, 1
+        assert [np.count_nonzero(expected == i) for i in (0, 1)] == [
+            rec["px_forest"],
+            rec["px_water"],
+        ]
+    # Training draws train chips only; statistics and scores use each split's chips only.
+    split_of = {data._load(k).image.numpy().tobytes(): s for k, s in enumerate(data.splits)}
+    gen = torch.Generator().manual_seed(0)
+    drawn = [
+        split_of[img[None].numpy().tobytes()]
+        for b in data.train_batches(size=32, batch_size=4, length=16, generator=gen)
+        for img in b.image
+    ]
+    assert len(drawn) == 16 and set(drawn) == {"train"}
+    _, y = data.pixel_sample()
+    assert np.bincount(y, minlength=2).tolist() == _px(index, "train")
+    for split in ("val", "test"):
+        masks = [b.mask for b in data.eval_batches(split, size=32, batch_size=2)]  # type: ignore[arg-type]
+        m = torch.cat(masks)
+        assert [int((m == i).sum()) for i in (0, 1)] == _px(index, split)
+
+    # A 2-step training run: every trained chip is a train chip; val/test scored on theirs.
+    torch.set_num_threads(1)
+    trained: list[str] = []
+    real = ChipData.train_batches
+
+    def spy(self: ChipData, **kw: Any) -> Any:
+        for b in real(self, **kw):
+            trained.extend(split_of[img[None].numpy().tobytes()] for img in b.image)
+            yield b
+
+    monkeypatch.setattr(ChipData, "train_batches", spy)
+    config = TrainConfig(
+        out=tmp_path / "m.pt",
+        chips=tiled,
+        model="unet",
+        encoder="mobilenet_v2",
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=2,
+        chip_size=32,
+        device="cpu",
+    )
+    res = train(config=config)
+    assert trained and set(trained) == {"train"} and len(trained) == 4
+    assert res.val["pixels"] == sum(_px(index, "val"))
+    assert res.test is not None and res.test["pixels"] == sum(_px(index, "test"))
+    bundle = ModelBundle.load(res.bundle_path)
+    assert bundle.bands == ("red", "green", "nir") and bundle.classes.ids == [3, 7]
+
+
+def test_chip_data_index_mismatch_is_a_label_error(tiled: Path) -> None:
+    import geopandas as gpd
+
+    index = gpd.read_file(tiled / "index.gpkg")
+    first = sorted((tiled / "images").iterdir())[0]
+    # A chip file that the index does not list.
+    extra = first.with_name("stray.tif")
+    shutil.copy(first, extra)
+    shutil.copy(tiled / "masks" / first.name, tiled / "masks" / "stray.tif")
+    with pytest.raises(LabelError, match=r"stray\.tif: chip not listed in .*index\.gpkg"):
+        ChipData(tiled)
+    extra.unlink()
+    # An index row whose image is missing.
+    moved = first.with_suffix(".bak")
+    first.rename(moved)
+    with pytest.raises(LabelError, match=rf"image of chip {first.stem} .* is missing"):
+        ChipData(tiled)
+    moved.rename(first)
+    assert len(ChipData(tiled).pairs) == len(index)
+    # An index without the tiler's columns, or with an unknown split.
+    index.drop(columns=["mask"]).to_file(tiled / "index.gpkg", layer="chips")
+    with pytest.raises(LabelError, match=r"no column.*mask.*geoseg tile"):
+        ChipData(tiled)
+    index.assign(split="holdout").to_file(tiled / "index.gpkg", layer="chips")
+    with pytest.raises(LabelError, match="split 'holdout'"):
+        ChipData(tiled)
 
 
 def test_chip_data_missing_folder(tmp_path: Path) -> None:

@@ -87,20 +87,24 @@ def train(config_path: str | None, **opts: Any) -> None:
       geoseg train --scene s2.tif --labels forest.gpkg --labels water.gpkg --out model.pt
       geoseg train --config train.yaml --out model.pt
     """
-    from geoseg.config import load_yaml, validate_mapping
+    from geoseg.config import merge_mapping, read_yaml_mapping, validate_mapping
     from geoseg.train import TrainConfig
     from geoseg.train import train as run_train
 
     scene, labels = opts.pop("scene"), opts.pop("labels")
-    given: dict[str, Any] = {k: v for k, v in opts.items() if v not in (None, False)}
+    # Options not given are None (flags False); 0 is a value (`v not in (None, False)` drops it).
+    given: dict[str, Any] = {k: v for k, v in opts.items() if v is not None and v is not False}
     if scene is not None:
         if not labels:
             raise click.UsageError("--scene needs --labels")
         given["scenes"] = [{"image": scene, "labels": list(labels)}]
     if config_path is not None:
-        base = load_yaml(config_path, TrainConfig)
-        data = {**base.model_dump(exclude_unset=True), **given}
-        config = validate_mapping(data, TrainConfig, source=config_path)
+        # Merge the raw YAML with the options first, then validate once: a key the options
+        # give (e.g. --out) need not be in the file. Paths in the file resolve against its
+        # folder; paths given here are made absolute so that they stay relative to the cwd.
+        cfg = Path(config_path)
+        data = merge_mapping(read_yaml_mapping(cfg), _absolute_paths(given))
+        config = validate_mapping(data, TrainConfig, source=str(cfg), base_dir=cfg.parent.resolve())
     else:
         config = validate_mapping(given, TrainConfig, source="command line")
     result = run_train(config=config)
@@ -111,3 +115,21 @@ def train(config_path: str | None, **opts: Any) -> None:
     click.echo(
         msg + f"); metrics: {Path(result.metrics_csv).name}, {Path(result.metrics_json).name}"
     )
+
+
+def _absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
+    """Path options of the command line made absolute (they are relative to the cwd)."""
+
+    def absolute(p: str) -> str:
+        return str(Path(p).absolute())
+
+    out = dict(given)
+    for key in ("chips", "weights", "out"):
+        if key in out:
+            out[key] = absolute(out[key])
+    if "scenes" in out:
+        out["scenes"] = [
+            {"image": absolute(s["image"]), "labels": [absolute(p) for p in s["labels"]]}
+            for s in out["scenes"]
+        ]
+    return out

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
+import pytest
 import torch
 from click.testing import CliRunner
 
 from geoseg.bundle import ModelBundle
 from geoseg.cli.main import cli
-from tests.test_data import make_scene
+from tests.test_data import make_scene, make_tiler_inputs
 
 torch.set_num_threads(1)
 
@@ -44,6 +46,59 @@ def test_train_cli_config_file_with_override(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["-q", "train", "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert ModelBundle.load(out).config["steps_per_epoch"] == 1
+
+
+def test_tile_then_train_on_chips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene, labels = make_tiler_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["-q", "tile", scene.name, "--labels", labels[0].name, "--labels", labels[1].name]
+    args += ["--out", "chips", "--size", "32", "--overlap", "8", "--block-size", "48"]
+    args += ["--split", "0.5,0.25,0.25", "--seed", "1"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    index = gpd.read_file(tmp_path / "chips" / "index.gpkg")
+    assert set(index["split"]) == {"train", "val", "test"}
+    args = ["-q", "train", "--chips", "chips", "--epochs", "1", "--steps", "2", "--size", "32"]
+    args += ["--batch-size", "2", "--model", "unet", "--encoder", "mobilenet_v2", "--out", "m.pt"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "val mIoU" in r.output and "test mIoU" in r.output
+    b = ModelBundle.load(tmp_path / "m.pt")
+    assert b.classes.names == ["forest", "water"] and b.bands == ("red", "green", "nir")
+    labelled = {
+        s: int(index.loc[index["split"] == s, ["px_forest", "px_water"]].to_numpy().sum())
+        for s in ("val", "test")
+    }
+    assert b.metrics["val"]["pixels"] == labelled["val"]
+    assert b.metrics["test"]["pixels"] == labelled["test"]
+    with torch.no_grad():
+        assert b.build()(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_train_cli_config_without_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cfg").mkdir()
+    scene, labels = make_scene(tmp_path / "cfg")
+    cfg = tmp_path / "cfg" / "t.yaml"
+    cfg.write_text(
+        f"scenes:\n  - image: {scene.name}\n    labels: [{labels.name}]\n"
+        "encoder: mobilenet_v2\nepochs: 1\nsteps_per_epoch: 1\nbatch_size: 2\nchip_size: 32\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    # --out comes from the command line (relative to the cwd), scenes from the YAML (relative
+    # to its folder).
+    r = CliRunner().invoke(cli, ["-q", "train", "--config", "cfg/t.yaml", "--out", "m.pt"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.pt").is_file() and not (tmp_path / "cfg" / "m.pt").exists()
+    # A bad value in the file is still reported with its line; one given on the command line
+    # without the line of the value it overrides.
+    r = CliRunner().invoke(
+        cli, ["train", "--config", "cfg/t.yaml", "--epochs", "0", "--out", "n.pt"]
+    )
+    assert r.exit_code == 1 and "cfg/t.yaml: epochs: Input should be greater" in r.output
+    cfg.write_text(cfg.read_text() + "patience: 0\n")
+    r = CliRunner().invoke(cli, ["train", "--config", "cfg/t.yaml", "--out", "n.pt"])
+    assert r.exit_code == 1 and "cfg/t.yaml:9: patience" in r.output, r.output
+    assert not (tmp_path / "n.pt").exists()
 
 
 def test_train_cli_errors(tmp_path: Path) -> None:

@@ -85,6 +85,10 @@ def main() -> None:
                 total = time.perf_counter() - t0
                 man = json.loads((out / "manifest.json").read_text())
                 busy = [man["units"][u]["seconds"]["total"] for u in rep.done]
+                stages: dict[str, float] = {}
+                for u in rep.done:
+                    for k, v in man["units"][u]["seconds"].items():
+                        stages[k] = stages.get(k, 0.0) + v
                 assert rep.ok and len(rep.done) == args.scenes, rep.failed
                 t_first = min(_t(man["units"][u]["started"]) for u in rep.done)
                 t_last = max(_t(man["units"][u]["finished"]) for u in rep.done)
@@ -93,7 +97,8 @@ def main() -> None:
                 walls[n].append(total)
                 print(
                     f"workers={n}: makespan {makespan:6.2f} s (first unit start -> last unit end), "
-                    f"{total:6.2f} s wall incl. cluster start, sum of unit times {sum(busy):6.2f} s",
+                    f"{total:6.2f} s wall incl. cluster start, sum of unit times {sum(busy):6.2f} s "
+                    f"({', '.join(f'{k} {v:.2f}' for k, v in stages.items() if k != 'total')})",
                     flush=True,
                 )
         w1, w2 = min(results[1]), min(results[2])

@@ -633,9 +633,17 @@ def _client(
             n = len(client.scheduler_info().get("workers", {}))
             yield client, n
         return
+    import dask
+
     env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     env["OGR_CURRENT_DATE"] = OGR_DATE
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it switches off glibc's
+    # dynamic mmap threshold, so every chip-sized array is a fresh mmap whose pages the kernel
+    # faults in and zeroes: +50 % time per predicted scene on one worker, and page faults
+    # contend between workers (benchmarks/bench_batch.py). Memory here is bounded by the
+    # window, not by what the allocator keeps, so workers keep glibc's defaults.
     with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

@@ -48,7 +48,7 @@ from geoseg.errors import (
 from geoseg.grid import Grid, check_chip_size, plan_windows, windows_by_row
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
-from geoseg.io.raster import check_grid, open_raster
+from geoseg.io.raster import check_grid, open_raster, valid_from_data
 from geoseg.log import progress
 from geoseg.stitch import Band, RowBandStitcher
 
@@ -281,7 +281,7 @@ class ChipReader:
         t0 = time.perf_counter()
         ds = self._dataset()
         data = ds.read(list(self.indexes), window=window)
-        valid = _valid_from_data(ds, data, window)
+        valid = valid_from_data(ds, data, window)
         if self.aoi is not None:
             from rasterio.features import geometry_mask
 
@@ -298,31 +298,6 @@ class ChipReader:
                 with contextlib.suppress(Exception):
                     ds.close()
             self._handles.clear()
-
-
-def _valid_from_data(ds: Any, data: np.ndarray, window: Window) -> np.ndarray:
-    """Validity of a chip: computed from the bands just read when the scene has a nodata value.
-
-    GDAL's dataset mask for a nodata value is the OR of the band masks (valid where any band
-    is valid); deriving it from ``data`` spares a second read of every band. Scenes with a mask
-    band or alpha fall back to :meth:`dataset_mask`. NaN is nodata in float bands.
-    """
-    from rasterio.enums import MaskFlags
-
-    flags = ds.mask_flag_enums
-    if all(f == [MaskFlags.all_valid] for f in flags):
-        valid = np.ones(data.shape[-2:], dtype=bool)
-    elif (
-        all(MaskFlags.nodata in f for f in flags)
-        and ds.nodata is not None
-        and len(set(map(str, ds.nodatavals))) == 1
-    ):
-        valid = (data != ds.nodata).any(axis=0)  # always true for a NaN nodata: see below
-    else:
-        return ds.dataset_mask(window=window) > 0
-    if data.dtype.kind == "f":
-        valid &= ~np.isnan(data).all(axis=0)
-    return valid
 
 
 def read_ahead(

@@ -27,13 +27,14 @@ boundaries are simplified once and neighbours stay free of gaps and overlaps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,7 @@ from rasterio.windows import Window
 from geoseg.classes import ClassInfo, ClassMap, default_color
 from geoseg.errors import ConfigError, EmptyResultError, OutputWriteError, RasterReadError
 from geoseg.grid import Grid
+from geoseg.io.raster import valid_from_data
 
 __all__ = [
     "FORMATS",
@@ -312,27 +314,46 @@ def _to_crs_coords(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     )
 
 
+def _pack(geoms: np.ndarray) -> Any:
+    return shapely.to_ragged_array(geoms) if len(geoms) else None
+
+
+def _unpack(packed: Any) -> np.ndarray:
+    return shapely.from_ragged_array(*packed) if packed is not None else np.empty(0, object)
+
+
 @dataclass
 class _Block:
-    """Result of polygonizing one block, in pixel coordinates."""
+    """Result of polygonizing one block, in pixel coordinates.
+
+    Pickled as flat coordinate arrays (shapely's ragged arrays) between processes: about
+    six times faster than pickling each polygon.
+    """
 
     final: np.ndarray
     final_cls: np.ndarray
     pieces: np.ndarray
     pieces_cls: np.ndarray
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "final": _pack(self.final),
+            "final_cls": self.final_cls,
+            "pieces": _pack(self.pieces),
+            "pieces_cls": self.pieces_cls,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.final = _unpack(state["final"])
+        self.final_cls = state["final_cls"]
+        self.pieces = _unpack(state["pieces"])
+        self.pieces_cls = state["pieces_cls"]
+
 
 def _polygonize_block(
-    path: str, window: Window, inner: tuple[bool, bool, bool, bool], band: int
+    data: np.ndarray, mask: np.ndarray, window: Window, inner: tuple[bool, bool, bool, bool]
 ) -> _Block:
-    """Polygonize one block; split polygons into final ones and seam pieces."""
-    import rasterio
-
-    with rasterio.open(path) as ds:
-        data = ds.read(band, window=window)
-        mask = ds.read_masks(band, window=window) > 0
-    if data.dtype.name not in ("uint8", "uint16", "int16", "int32"):
-        data = data.astype(np.int32)
+    """Polygonize one block (its class array and valid mask); split final polygons / seam pieces."""
     c0, r0 = int(window.col_off), int(window.row_off)
     c1, r1 = c0 + int(window.width), r0 + int(window.height)
     geoms, vals = _shapes(data, mask if not mask.all() else None, Affine.translation(c0, r0))
@@ -347,6 +368,32 @@ def _polygonize_block(
         | (bottom & (b[:, 3] == r1))
     )
     return _Block(geoms[~edge], vals[~edge], geoms[edge], vals[edge])
+
+
+def _polygonize_row(
+    path: str, band: int, row_windows: Sequence[Window], shape: tuple[int, int]
+) -> list[_Block]:
+    """Read one row of blocks once and polygonize its blocks (one task).
+
+    Stripped files (most class rasters made outside geoseg) then decompress each strip once,
+    not once per block; a task holds one row of blocks.
+    """
+    import rasterio
+
+    height, width = shape
+    row_off, h = int(row_windows[0].row_off), int(row_windows[0].height)
+    with rasterio.open(path) as ds:
+        window = Window(0, row_off, ds.width, h)
+        data = ds.read(band, window=window)
+        valid = valid_from_data(ds, data, window, indexes=[band])
+    if data.dtype.name not in ("uint8", "uint16", "int16", "int32"):
+        data = data.astype(np.int32)
+    blocks = []
+    for w in row_windows:
+        c0, c1 = int(w.col_off), int(w.col_off) + int(w.width)
+        inner = (c0 > 0, row_off > 0, c1 < width, row_off + h < height)
+        blocks.append(_polygonize_block(data[:, c0:c1], valid[:, c0:c1], w, inner))
+    return blocks
 
 
 def _seam_intervals(geoms: np.ndarray, cls: np.ndarray, axis: int, value: float) -> np.ndarray:
@@ -434,6 +481,98 @@ def block_windows(shape: tuple[int, int], block_size: int) -> list[Window]:
     ]
 
 
+def _merge_row(
+    row_off: int,
+    row_windows: Sequence[Window],
+    blocks: Sequence[_Block],
+    pend: np.ndarray,
+    pend_cls: np.ndarray,
+    shape: tuple[int, int],
+    finals: list[np.ndarray],
+    finals_cls: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join one row's seam pieces with each other and with the pieces pending from above.
+
+    Appends the polygons that are complete to ``finals``; returns those still touching the
+    row's bottom edge (pending for the next row).
+    """
+    height = shape[0]
+    row_end = row_off + int(row_windows[0].height)
+    for blk in blocks:
+        finals.append(blk.final)
+        finals_cls.append(blk.final_cls)
+    # nodes: pending pieces first, then this row's pieces block by block
+    geoms = [pend] + [blk.pieces for blk in blocks]
+    clss = [pend_cls] + [blk.pieces_cls for blk in blocks]
+    offsets = np.cumsum([0] + [len(g) for g in geoms])
+    edges: list[tuple[int, int]] = []
+    # horizontal seam on top of this row: pending bottoms vs this row's tops
+    if row_off > 0 and len(pend):
+        a = _seam_intervals(pend, pend_cls, 1, row_off)
+        for k, blk in enumerate(blocks):
+            b = _seam_intervals(blk.pieces, blk.pieces_cls, 1, row_off)
+            off = offsets[k + 1]
+            edges += [(i, j + off) for i, j in _match(a, b)]
+    # vertical seams inside this row
+    for k in range(len(blocks) - 1):
+        x = int(row_windows[k + 1].col_off)
+        a = _seam_intervals(blocks[k].pieces, blocks[k].pieces_cls, 0, x)
+        b = _seam_intervals(blocks[k + 1].pieces, blocks[k + 1].pieces_cls, 0, x)
+        oa, ob = offsets[k + 1], offsets[k + 2]
+        edges += [(i + oa, j + ob) for i, j in _match(a, b)]
+    all_geoms = np.concatenate(geoms) if offsets[-1] else np.empty(0, dtype=object)
+    all_cls = np.concatenate(clss) if offsets[-1] else np.empty(0, dtype=np.int64)
+    lab = _components(len(all_geoms), edges)
+    merged: list[Any] = []
+    merged_cls: list[int] = []
+    for idx in _groups(lab):
+        merged.append(_merge(list(all_geoms[idx])))
+        merged_cls.append(int(all_cls[idx[0]]))
+    mg = np.empty(len(merged), dtype=object)
+    mg[:] = merged
+    mc = np.asarray(merged_cls, dtype=np.int64)
+    if row_end < height and len(mg):
+        touching = shapely.bounds(mg)[:, 3] == row_end
+    else:
+        touching = np.zeros(len(mg), dtype=bool)
+    finals.append(mg[~touching])
+    finals_cls.append(mc[~touching])
+    return mg[touching], mc[touching]
+
+
+#: Rasters with fewer pixels are polygonized in-process: starting worker processes (about
+#: half a second) costs more than it saves below this size.
+PROCESS_MIN_PIXELS = 8_000_000
+
+
+@contextlib.contextmanager
+def _block_scheduler(
+    workers: int | None, shape: tuple[int, int], tasks: int
+) -> Iterator[dict[str, Any]]:
+    """Dask scheduler options for the block tasks, kept for the whole raster.
+
+    rasterio's polygonize holds the GIL: on threads, blocks run slower than on one thread
+    (measured: 3.0 s vs 2.7 s on the 8000 x 8000 CDL raster). Blocks of large rasters therefore
+    go to a pool of ``workers`` spawned processes; small rasters, ``workers=1`` and daemonic
+    processes (Dask workers, which may not have children) run in-process.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = min(workers if workers is not None else (os.cpu_count() or 1), tasks)
+    if (
+        n <= 1
+        or shape[0] * shape[1] < PROCESS_MIN_PIXELS
+        or multiprocessing.current_process().daemon
+    ):
+        yield {"scheduler": "synchronous"}
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+        # chunksize=1: Dask batches 6 tasks per process by default; row tasks are large
+        yield {"scheduler": "processes", "pool": pool, "chunksize": 1}
+
+
 def _polygonize_blocked(
     path: str,
     shape: tuple[int, int],
@@ -443,68 +582,27 @@ def _polygonize_blocked(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Polygonize a raster file in blocks; merge seam pieces; pixel coordinates, rank order."""
     import dask
+    from dask.callbacks import Callback
 
     from geoseg.grid import windows_by_row
     from geoseg.log import progress
 
-    height, width = shape
     windows = block_windows(shape, block_size)
     rows = list(windows_by_row(windows))
     finals: list[np.ndarray] = []
     finals_cls: list[np.ndarray] = []
     pend = np.empty(0, dtype=object)
     pend_cls = np.empty(0, dtype=np.int64)
+    tasks = [dask.delayed(_polygonize_row)(path, band, rw, shape) for _, rw in rows]
     bar = progress(total=len(windows), desc="vectorize", unit="block")
-    for row_off, row_windows in rows:
-        tasks = []
-        for w in row_windows:
-            c0, r0 = int(w.col_off), int(w.row_off)
-            inner = (c0 > 0, r0 > 0, c0 + int(w.width) < width, r0 + int(w.height) < height)
-            tasks.append(dask.delayed(_polygonize_block)(path, w, inner, band))
-        blocks: tuple[_Block, ...] = dask.compute(*tasks, scheduler="threads", num_workers=workers)
-        bar.update(len(row_windows))
-        row_end = row_off + int(row_windows[0].height)
-        for blk in blocks:
-            finals.append(blk.final)
-            finals_cls.append(blk.final_cls)
-        # nodes: pending pieces first, then this row's pieces block by block
-        geoms = [pend] + [blk.pieces for blk in blocks]
-        clss = [pend_cls] + [blk.pieces_cls for blk in blocks]
-        offsets = np.cumsum([0] + [len(g) for g in geoms])
-        edges: list[tuple[int, int]] = []
-        # horizontal seam on top of this row: pending bottoms vs this row's tops
-        if row_off > 0 and len(pend):
-            a = _seam_intervals(pend, pend_cls, 1, row_off)
-            for k, blk in enumerate(blocks):
-                b = _seam_intervals(blk.pieces, blk.pieces_cls, 1, row_off)
-                off = offsets[k + 1]
-                edges += [(i, j + off) for i, j in _match(a, b)]
-        # vertical seams inside this row
-        for k in range(len(blocks) - 1):
-            x = int(row_windows[k + 1].col_off)
-            a = _seam_intervals(blocks[k].pieces, blocks[k].pieces_cls, 0, x)
-            b = _seam_intervals(blocks[k + 1].pieces, blocks[k + 1].pieces_cls, 0, x)
-            oa, ob = offsets[k + 1], offsets[k + 2]
-            edges += [(i + oa, j + ob) for i, j in _match(a, b)]
-        all_geoms = np.concatenate(geoms) if offsets[-1] else np.empty(0, dtype=object)
-        all_cls = np.concatenate(clss) if offsets[-1] else np.empty(0, dtype=np.int64)
-        lab = _components(len(all_geoms), edges)
-        merged: list[Any] = []
-        merged_cls: list[int] = []
-        for idx in _groups(lab):
-            merged.append(_merge(list(all_geoms[idx])))
-            merged_cls.append(int(all_cls[idx[0]]))
-        mg = np.empty(len(merged), dtype=object)
-        mg[:] = merged
-        mc = np.asarray(merged_cls, dtype=np.int64)
-        if row_end < height and len(mg):
-            touching = shapely.bounds(mg)[:, 3] == row_end
-        else:
-            touching = np.zeros(len(mg), dtype=bool)
-        finals.append(mg[~touching])
-        finals_cls.append(mc[~touching])
-        pend, pend_cls = mg[touching], mc[touching]
+    done = Callback(posttask=lambda key, result, *_: bar.update(len(result)))
+    with _block_scheduler(workers, shape, len(rows)) as sched, done:
+        rows_blocks: tuple[list[_Block], ...] = dask.compute(*tasks, **sched)
     bar.close()
+    for (row_off, row_windows), blocks in zip(rows, rows_blocks, strict=True):
+        pend, pend_cls = _merge_row(
+            row_off, row_windows, blocks, pend, pend_cls, shape, finals, finals_cls
+        )
     geoms_all = np.concatenate(finals) if finals else np.empty(0, dtype=object)
     cls_all = np.concatenate(finals_cls) if finals_cls else np.empty(0, dtype=np.int64)
     geoms_all = shapely.normalize(geoms_all)
@@ -706,7 +804,7 @@ def vectorize(
     """Polygonize a class raster into styled land-cover polygons.
 
     The result equals polygonizing the whole raster at once (4-connectivity), whatever the
-    block size; memory holds one row of blocks plus the output polygons.
+    block size; memory holds one row of blocks per worker plus the output polygons.
 
     Args:
         raster: a single-band integer class raster (nodata / mask pixels are left out).
@@ -721,7 +819,10 @@ def vectorize(
         block_size: block edge in pixels.
         classes: class names and colours; default: the raster's CLASS_NAMES / CLASS_IDS tags
             and colour table, else ``class_<id>``.
-        workers: threads polygonizing blocks (default: the CPU count).
+        workers: processes polygonizing rows of blocks (default: the CPU count); rasters
+            under ``PROCESS_MIN_PIXELS`` pixels, ``workers=1`` and calls from daemonic
+            processes (Dask workers) run in-process. Scripts using more than one worker
+            need the usual ``if __name__ == "__main__":`` guard (spawned processes).
         layer: layer name (default: the output's stem).
 
     Returns:
@@ -730,8 +831,6 @@ def vectorize(
     Raises:
         GeosegError: unreadable raster, bad options, existing output without ``overwrite``.
     """
-    import geopandas as gpd
-
     from geoseg.io.atomic import atomic_outputs, check_output
     from geoseg.io.raster import check_grid, open_raster
     from geoseg.io.style import vector_qml
@@ -801,6 +900,8 @@ def vectorize(
     else:
         area_m2 = shapely.area(local) * factor**2
         perim_m = shapely.length(local) * factor
+
+    import geopandas as gpd
 
     known = {c.id: c.name for c in classes}
     missing = sorted({int(v) for v in vals} - set(known))

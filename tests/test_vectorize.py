@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -61,14 +62,35 @@ def test_block_windows_tile_without_overlap() -> None:
     assert (cover == 1).all()
 
 
-@pytest.mark.parametrize("block_size", [7, 16])
-def test_blocked_equals_whole_raster(classes_tif: Path, tmp_path: Path, block_size: int) -> None:
+@pytest.mark.parametrize(("block_size", "processes"), [(7, False), (16, False), (7, True)])
+def test_blocked_equals_whole_raster(
+    classes_tif: Path,
+    tmp_path: Path,
+    block_size: int,
+    processes: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import concurrent.futures
+
+    import geoseg.vectorize as gv
+
+    pools: list[int] = []
+
+    class CountingPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, max_workers: int, **kw: Any) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers, **kw)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
+    if processes:  # large-raster path on a small raster: rows of blocks on 2 worker processes
+        monkeypatch.setattr(gv, "PROCESS_MIN_PIXELS", 0)
     with rasterio.open(classes_tif) as ds:
         a = ds.read(1)
         grid = Grid.from_dataset(ds)
     ref, ref_ids = polygonize_array(a, grid, mask=a != 0)
     out = tmp_path / "v.gpkg"
     rep = vectorize(classes_tif, out, block_size=block_size, workers=2)
+    assert pools == ([2] if processes else [])
     assert rep.blocks == len(block_windows(a.shape, block_size)) > 9
     gdf = read(out)
     assert len(gdf) == len(ref) == rep.features

@@ -36,7 +36,12 @@ from geoseg.cli.options import existing_path, json_opt, overwrite_opt
 @click.option("--to-crs", default=None, help="Output CRS, e.g. EPSG:4326 (default: the raster's).")
 @click.option("--layer", default=None, help="Layer name (default: the output's stem).")
 @click.option("--block-size", type=int, default=2048, show_default=True, help="Block size (px).")
-@click.option("--workers", type=int, default=None, help="Threads (default: CPU count).")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Processes polygonizing block rows (default: CPU count).",
+)
 @overwrite_opt
 @json_opt
 def vectorize(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 from rasterio.errors import RasterioError, RasterioIOError
 
@@ -143,3 +144,33 @@ def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
             overviews=ds.overviews(1) if ds.count else [],
             colorinterp=[c.name for c in ds.colorinterp],
         )
+
+
+def valid_from_data(
+    ds: Any, data: np.ndarray, window: Any, *, indexes: Sequence[int] | None = None
+) -> np.ndarray:
+    """Valid pixels of ``data`` just read from ``ds`` in ``window``, without reading again.
+
+    ``data`` holds the bands ``indexes`` (1-based; ``None``: the dataset mask of all bands,
+    ``data`` then holds the bands that mask is taken over or a subset of them). GDAL's mask for
+    a nodata value is "valid where any band differs from nodata", so it is computed from
+    ``data``; masks and alpha bands fall back to GDAL. NaN is nodata in float bands.
+    """
+    from rasterio.enums import MaskFlags
+
+    bands = list(indexes) if indexes is not None else list(range(1, ds.count + 1))
+    flags = [ds.mask_flag_enums[i - 1] for i in bands]
+    nodatas = {str(ds.nodatavals[i - 1]) for i in bands}
+    arr = data if data.ndim == 3 else data[np.newaxis]
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        valid = np.ones(arr.shape[-2:], dtype=bool)
+    elif all(MaskFlags.nodata in f for f in flags) and len(nodatas) == 1:
+        nodata = ds.nodatavals[bands[0] - 1]
+        valid = (arr != nodata).any(axis=0)  # always true for a NaN nodata: see below
+    elif indexes is None:
+        return np.asarray(ds.dataset_mask(window=window) > 0)
+    else:
+        return np.any([ds.read_masks(i, window=window) > 0 for i in bands], axis=0)
+    if arr.dtype.kind == "f":
+        valid &= ~np.isnan(arr).all(axis=0)
+    return valid

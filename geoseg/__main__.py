@@ -2,4 +2,5 @@
 
 from geoseg.cli.main import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -8,13 +8,13 @@ from random initialisation unless a local weights file is given.
 from __future__ import annotations
 
 import os
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from geoseg.errors import ConfigError, InputFileNotFoundError, ModelBundleError
+from geoseg.model_names import ARCHITECTURES, ENCODERS, Architecture, Encoder
 
 __all__ = [
     "ARCHITECTURES",
@@ -24,11 +24,6 @@ __all__ = [
     "build_model",
     "load_encoder_weights",
 ]
-
-Architecture = Literal["unet", "deeplabv3", "deeplabv3plus", "fcn", "pspnet"]
-Encoder = Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
-ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
-ENCODERS: tuple[str, ...] = get_args(Encoder)
 
 
 class FCN(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from geoseg.cli.options import overwrite_opt
-from geoseg.models import ARCHITECTURES, ENCODERS
+from geoseg.model_names import ARCHITECTURES, ENCODERS
 
 
 @click.command("train")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -14,6 +16,16 @@ def test_version_and_help() -> None:
     assert r.exit_code == 0 and __version__ in r.output
     r = CliRunner().invoke(cli, ["--help"])
     assert r.exit_code == 0 and "info" in r.output
+
+
+def test_cli_starts_without_heavy_imports() -> None:
+    # `geoseg --help` / `geoseg info` / spawned vectorize workers must not pay for torch (~1.2 s)
+    code = (
+        "import sys, geoseg.cli.main; "
+        "print(','.join(m for m in ('torch', 'geopandas', 'dask') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
 
 
 def test_info_text_and_json(projected_tif: Path) -> None:

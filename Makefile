@@ -22,6 +22,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check geoseg tests benchmarks
 	$(BIN)/ruff format --check geoseg tests benchmarks
+	$(BIN)/python docs/gen_cli_reference.py --check docs/cli.md
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -40,7 +40,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").strip()
 
 
-def _row(case: Case, o: Outcome) -> str:
+def _row(case: Case, o: Outcome, root: Path) -> str:
     argv = " ".join(["geoseg", *o.argv])
     try:
         check_case(case, o)
@@ -52,7 +52,9 @@ def _row(case: Case, o: Outcome) -> str:
     elif o.exit_code == 0:
         message = "(exit 0: no error reported)"
     else:
-        message = f"`` {_cell(o.message)} ``" if o.message else "(no message)"
+        # absolute paths (resolved from a config file) -> relative to the case folder
+        text = o.message.replace(f"{root.resolve()}/", "").replace(f"{root}/", "")
+        message = f"`` {_cell(text)} ``" if text else "(no message)"
     if case.xfail:
         message += f"<br>*known bug:* {_cell(case.xfail)}"
     desc = _cell(case.description)
@@ -72,8 +74,9 @@ def main() -> None:
             out.append("| case | input and command | exit | result | message |")
             out.append("|---|---|---|---|---|")
             for case in (c for c in CASES if c.command == cmd):
-                o = run_case(case, Path(tmp) / case.id)
-                out.append(_row(case, o))
+                root = Path(tmp) / case.id
+                o = run_case(case, root)
+                out.append(_row(case, o, root))
                 print(f"{case.id}: {o.exit_code}", file=sys.stderr)
     n_bug = sum(1 for c in CASES if c.xfail)
     out.append(

@@ -739,7 +739,12 @@ def predict(
             raise GeosegError("--vector needs geoseg.vectorize, which this install lacks")
 
     with open_raster(scene) as ds:
-        indexes = check_contract(ds, bundle, bands=bands, resample=resample, path=scene)
+        try:
+            indexes = check_contract(ds, bundle, bands=bands, resample=resample, path=scene)
+        except BandMismatchError as exc:
+            if model is None and bundle.description:  # say what the default model is for
+                raise BandMismatchError(f"{exc} ({bundle.description})") from None
+            raise
         src_grid = Grid.from_dataset(ds)
     resample_to = None
     if resample and bundle.resolution:

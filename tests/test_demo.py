@@ -17,6 +17,7 @@ from geoseg.datasets import LANDSAT_BANDS, NC_CLASSES, DatasetFetchError, prepar
 from geoseg.demo import _default_rgb, _read_classes, main, quicklook, run_demo
 from geoseg.grid import Grid
 from geoseg.io.cog import CogWriter
+from tests.data.rasters import write_raster
 
 REPO_CACHE = Path(__file__).resolve().parents[1] / "data-cache"
 HAS_VECTORIZE = importlib.util.find_spec("geoseg.vectorize") is not None
@@ -153,3 +154,17 @@ def test_run_demo_with_the_default_model(tmp_path: Path, sample_cache: Path) -> 
     areas = s["class_area_km2"]
     # The scene is mostly forest and developed land; the default model must see both.
     assert areas["forest"] > 10 and areas["developed"] > 10
+
+
+def test_default_model_refusal_says_what_it_is_for(tmp_path: Path) -> None:
+    from geoseg.errors import BandMismatchError
+    from geoseg.predict import predict
+
+    s2 = write_raster(tmp_path / "s2.tif", count=4, descriptions=["B2", "B3", "B4", "B8"])
+    out = tmp_path / "o.tif"
+    with pytest.raises(BandMismatchError) as info:
+        predict(s2, out=out)
+    msg = str(info.value)
+    assert "\n" not in msg and str(s2) in msg
+    assert "Landsat 7 ETM+" in msg and "geoseg train" in msg
+    assert not out.exists()

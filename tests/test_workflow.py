@@ -96,11 +96,16 @@ def test_pairs(tmp_path: Path) -> None:
     assert wf.change is not None and wf.change.from_classes == (1,)
 
 
-@pytest.mark.parametrize("name", ["landcover.yaml", "deforestation.yaml"])
-def test_shipped_workflows_validate(name: str, shared_data: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "data"), [("landcover.yaml", "cache"), ("deforestation.yaml", "shared")]
+)
+def test_shipped_workflows_validate(name: str, data: str, request: pytest.FixtureRequest) -> None:
+    # landcover: the default model's sample scene (data-cache/, as `make demo` prepares it);
+    # deforestation: ../shared/data
+    root = request.getfixturevalue("sample_cache" if data == "cache" else "shared_data")
     wf = load_workflow(ROOT / "workflows" / name)
     inputs = list(wf.scenes) + [p for pair in wf.pairs for p in (pair.before, pair.after)]
     assert inputs and all(p.exists() for p in inputs)
-    assert all(p.is_relative_to(shared_data) for p in inputs)
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in inputs)
     if wf.aoi:
         assert wf.aoi.exists()

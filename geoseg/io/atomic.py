@@ -62,6 +62,7 @@ def temporary_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs; a killed process not yet reaped (zombie) is gone."""
     if pid == os.getpid():
         return True
     try:
@@ -70,6 +71,9 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] not in "ZX"  # state follows "(comm) "
     return True
 
 

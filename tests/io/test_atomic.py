@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,22 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
     live.write_text("in progress")
     assert clean_stale_temporaries(tmp_path) == [stale]
     assert live.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_temporaries_of_killed_but_unreaped_processes_are_removed(tmp_path: Path) -> None:
+    # a SIGKILLed writer stays a zombie until its parent reaps it; its temporaries are stale
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f".out{TMP_MARK}{proc.pid}-abcd1234.tif"
+        stale.write_text("half")
+        assert clean_stale_temporaries(tmp_path) == []  # still running: kept
+        proc.kill()
+        for _ in range(200):  # until the kernel marks it a zombie (not reaped: no wait() yet)
+            if Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] == "Z":
+                break
+            time.sleep(0.01)
+        assert clean_stale_temporaries(tmp_path) == [stale]
+    finally:
+        proc.kill()
+        proc.wait()

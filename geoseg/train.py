@@ -273,10 +273,12 @@ def train(*, config: TrainConfig) -> TrainResult:
         LabelError: labels that do not fit the scenes.
         OutputExistsError: ``out`` exists and neither ``overwrite`` nor ``resume`` was given.
     """
+    from geoseg._malloc import tune_malloc
     from geoseg.io.atomic import atomic_outputs, check_output
     from geoseg.log import progress
 
     t0 = time.perf_counter()
+    tune_malloc()
     out = Path(config.out)
     ckpt_path = _checkpoint_path(out)
     resuming = config.resume and ckpt_path.exists()

@@ -35,11 +35,11 @@ from geoseg.classes import IGNORE_INDEX, ClassInfo, ClassMap
 from geoseg.errors import (
     ClassMapError,
     EmptyResultError,
-    InputFileNotFoundError,
     VectorReadError,
 )
 from geoseg.grid import Grid
 from geoseg.io.atomic import atomic_outputs, check_output
+from geoseg.io.vector import read_polygons
 from geoseg.log import progress
 
 __all__ = [
@@ -252,29 +252,13 @@ class _Aoi:
 
 def _read_aoi(path: str | os.PathLike[str], name_column: str, grid: Grid) -> _Aoi:
     p = Path(path)
-    if not p.exists():
-        raise InputFileNotFoundError(f"{p}: no such AOI file; check the path")
-    import geopandas as gpd
-
-    try:
-        frame = gpd.read_file(p)
-    except Exception as exc:
-        raise VectorReadError(
-            f"{p}: cannot be read as vector data ({str(exc).splitlines()[0][:150]}); "
-            "give a GeoPackage, GeoJSON or Shapefile"
-        ) from exc
-    if frame.crs is None:
-        raise VectorReadError(f"{p}: AOI has no CRS; set one (e.g. `ogr2ogr -a_srs EPSG:4326`)")
+    frame = read_polygons(p, what="AOI")
     if name_column not in frame.columns:
         cols = [c for c in frame.columns if c != "geometry"]
         raise VectorReadError(
             f"{p}: no column {name_column!r} for AOI names (columns: {cols}); "
             "pass --aoi-name-column"
         )
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
-    frame = frame[frame.geom_type.isin(["Polygon", "MultiPolygon"])]
-    if len(frame) == 0:
-        raise EmptyResultError(f"{p}: has no polygons; an AOI file needs polygon features")
     frame = frame.to_crs(grid.crs)
     left, bottom, right, top = grid.bounds
     b = frame.geometry.bounds.to_numpy()

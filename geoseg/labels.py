@@ -53,6 +53,7 @@ from geoseg.errors import (
 )
 from geoseg.grid import Grid
 from geoseg.io.raster import check_grid, open_raster
+from geoseg.io.vector import PARQUET_SUFFIXES, read_vector
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -75,7 +76,7 @@ VECTOR_SUFFIXES = frozenset(
     {".gpkg", ".geojson", ".json", ".shp", ".parquet", ".geoparquet", ".fgb", ".gml", ".kml"}
 )
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc"})
-_PARQUET = frozenset({".parquet", ".geoparquet"})
+_PARQUET = PARQUET_SUFFIXES
 
 
 class LabelSource(ABC):
@@ -393,25 +394,6 @@ def _common_prefix(strings: Sequence[str]) -> str:
     return first[:n]
 
 
-def _read_frame(path: Path, layer: str | None = None) -> Any:
-    import geopandas as gpd
-
-    try:
-        if path.suffix.lower() in _PARQUET:
-            return gpd.read_parquet(path)
-        return gpd.read_file(path, layer=layer, engine="pyogrio")
-    except ImportError as exc:
-        raise VectorReadError(
-            f"{path}: reading GeoParquet needs pyarrow ({exc}); `pip install pyarrow`"
-        ) from exc
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VectorReadError(
-            f"{path}: cannot be read as vector data ({msg[:200]}); "
-            "re-export it as GeoPackage or GeoJSON"
-        ) from exc
-
-
 def _layers(path: Path) -> list[str | None]:
     if path.suffix.lower() in _PARQUET:
         return [None]
@@ -438,7 +420,7 @@ def _load_vectors(
     for f in files:
         layers = _layers(f) if class_column is None else [None]
         for layer in layers:
-            frame = _read_frame(f, layer)
+            frame = read_vector(f, layer=layer)
             where = f"{f}" + (f" (layer {layer})" if layer else "")
             if len(frame) == 0 or frame.geometry.isna().all() or frame.geometry.is_empty.all():
                 raise LabelError(f"{where}: has no features; remove it or give a labelled file")

@@ -44,12 +44,12 @@ from geoseg.errors import (
     EmptyResultError,
     GeosegError,
     ModelBundleError,
-    VectorReadError,
 )
 from geoseg.grid import Grid, check_chip_size, plan_windows, windows_by_row
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
 from geoseg.io.raster import check_grid, open_raster, valid_from_data
+from geoseg.io.vector import read_polygons
 from geoseg.log import progress
 from geoseg.stitch import Band, RowBandStitcher
 
@@ -205,25 +205,7 @@ def check_contract(
 # ---- plan -------------------------------------------------------------------------------------
 def read_aoi(aoi: PathLike, crs: Any) -> Any:
     """The union of the polygons of a GeoJSON/GPKG ``aoi`` in ``crs`` (a shapely geometry)."""
-    import geopandas as gpd
-
-    p = Path(aoi)
-    if not p.exists():
-        from geoseg.errors import InputFileNotFoundError
-
-        raise InputFileNotFoundError(f"{p}: no such AOI file; check the path")
-    try:
-        gdf = gpd.read_file(p)
-    except Exception as exc:
-        raise VectorReadError(
-            f"{p}: cannot be read as vector data ({exc}); give a GeoJSON or GPKG"
-        ) from exc
-    gdf = gdf[gdf.geometry.notna() & gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
-    if gdf.empty:
-        raise VectorReadError(f"{p}: has no polygons; the AOI must be (multi)polygons")
-    if gdf.crs is None:
-        raise VectorReadError(f"{p}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:4326)")
-    return gdf.to_crs(crs).union_all()
+    return read_polygons(aoi, what="AOI").to_crs(crs).union_all()
 
 
 def plan(grid: Grid, *, size: int, overlap: int, aoi: Any = None) -> list[Window]:

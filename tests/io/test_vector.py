@@ -1,0 +1,50 @@
+"""Tests for geoseg.io.vector: one reader, one-line errors naming the file and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from geoseg.errors import InputFileNotFoundError, VectorReadError
+from geoseg.io.vector import read_polygons, read_vector
+
+
+def _frame(geoms: list[object], crs: str | None = "EPSG:32633") -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"name": [f"f{i}" for i in range(len(geoms))]}, geometry=geoms, crs=crs)
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".parquet"])
+def test_reads_every_format(tmp_path: Path, suffix: str) -> None:
+    f = _frame([shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)])
+    p = tmp_path / f"a{suffix}"
+    f.to_parquet(p) if suffix == ".parquet" else f.to_file(p)
+    got = read_vector(p)
+    assert len(got) == 2 and got.crs == f.crs
+    assert shapely.equals(got.geometry.to_numpy(), f.geometry.to_numpy()).all()
+
+
+def test_polygons_only_and_checks(tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.gpkg"
+    _frame([shapely.box(0, 0, 1, 1), shapely.Point(5, 5)]).to_file(mixed)
+    assert list(read_polygons(mixed).geom_type) == ["Polygon"]
+    points = tmp_path / "points.gpkg"
+    _frame([shapely.Point(5, 5)]).to_file(points)
+    with pytest.raises(VectorReadError, match=r"points.gpkg: has no polygons"):
+        read_polygons(points)
+    nocrs = tmp_path / "nocrs.gpkg"  # GeoJSON would default to WGS 84
+    _frame([shapely.box(0, 0, 1, 1)], crs=None).to_file(nocrs)
+    with pytest.raises(VectorReadError, match=r"nocrs.gpkg: AOI has no CRS; set one"):
+        read_polygons(nocrs)
+
+
+def test_missing_and_garbage(tmp_path: Path) -> None:
+    with pytest.raises(InputFileNotFoundError, match=r"nope.gpkg: no such AOI file"):
+        read_polygons(tmp_path / "nope.gpkg")
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json")
+    with pytest.raises(VectorReadError) as info:
+        read_vector(bad)
+    assert "\n" not in str(info.value) and "re-export it as GeoPackage" in str(info.value)

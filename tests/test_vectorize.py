@@ -259,7 +259,6 @@ def test_errors(classes_tif: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "b.gpkg").exists()
 
 
-@pytest.mark.slow
 def test_cdl_areas_exact_and_valid(shared_data: Path, tmp_path: Path) -> None:
     src = shared_data / "cdl-iowa" / "CDL_2016_19_train.tif"
     out = tmp_path / "cdl.gpkg"

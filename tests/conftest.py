@@ -105,7 +105,9 @@ ABER_CLASSES = ["forest", "grass", "urban", "water"]
 
 
 @pytest.fixture(scope="session")
-def aber_training(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def aber_training(
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Any:
     """A short real U-Net training run on aber-s2 (west train, east test), done once per test
     run even with pytest-xdist (the first worker trains under a file lock, the others reuse)."""
     import fcntl
@@ -114,7 +116,9 @@ def aber_training(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
     from geoseg.classes import ClassMap
     from geoseg.train import TrainConfig, train
 
-    shared = tmp_path_factory.getbasetemp().parent / "aber-training"
+    # this run's folder: under xdist the workers' base folders share a parent (per run)
+    base = tmp_path_factory.getbasetemp()
+    shared = (base if worker_id == "master" else base.parent) / "aber-training"
     shared.mkdir(exist_ok=True)
     done = shared / "result.json"
     with open(shared / ".lock", "a") as lock:

@@ -383,12 +383,7 @@ class SceneData:
             ok = m != IGNORE_INDEX
             xs.append(img[:, ok].T)
             ys.append(m[ok])
-        x = np.concatenate(xs) if xs else np.empty((0, len(self.bands)))
-        y = np.concatenate(ys) if ys else np.empty((0,), dtype=np.uint8)
-        if len(y) > max_pixels:
-            pick = np.sort(rng.choice(len(y), max_pixels, replace=False))
-            x, y = x[pick], y[pick]
-        return x.astype(np.float32), y.astype(np.int64)
+        return _subsample_pixels(xs, ys, len(self.bands), max_pixels, rng)
 
     def close(self) -> None:
         """Remove the rasterised masks."""
@@ -405,6 +400,25 @@ def _fit(image: torch.Tensor, mask: torch.Tensor, size: int) -> tuple[torch.Tens
         image = torch.nn.functional.pad(image, (0, pw, 0, ph))
         mask = torch.nn.functional.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
     return image, mask
+
+
+def _subsample_pixels(
+    xs: list[np.ndarray],
+    ys: list[np.ndarray],
+    bands: int,
+    max_pixels: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled pixels gathered per region, at most ``max_pixels`` (a sorted random subset).
+
+    Returns ``(n, bands)`` float32 values and ``(n,)`` int64 class indices.
+    """
+    x = np.concatenate(xs) if xs else np.empty((0, bands), dtype=np.float32)
+    y = np.concatenate(ys) if ys else np.empty((0,), dtype=np.int64)
+    if len(y) > max_pixels:
+        pick = np.sort(rng.choice(len(y), max_pixels, replace=False))
+        x, y = x[pick], y[pick]
+    return x.astype(np.float32), y.astype(np.int64)
 
 
 def _stack(parts: list[Batch]) -> Batch:
@@ -565,12 +579,7 @@ class ChipData:
             ok = m != IGNORE_INDEX
             xs.append(img[:, ok].T)
             ys.append(m[ok])
-        x = np.concatenate(xs) if xs else np.empty((0, len(self.bands)), dtype=np.float32)
-        y = np.concatenate(ys) if ys else np.empty((0,), dtype=np.int64)
-        if len(y) > max_pixels:
-            pick = np.sort(rng.choice(len(y), max_pixels, replace=False))
-            x, y = x[pick], y[pick]
-        return x.astype(np.float32), y.astype(np.int64)
+        return _subsample_pixels(xs, ys, len(self.bands), max_pixels, rng)
 
     def close(self) -> None:
         """Nothing to release."""

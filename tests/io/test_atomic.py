@@ -88,3 +88,20 @@ def test_temporaries_of_killed_but_unreaped_processes_are_removed(tmp_path: Path
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
+def test_file_lock_makes_other_processes_wait(tmp_path: Path) -> None:
+    from geoseg.io.atomic import file_lock
+
+    lock, mark = tmp_path / ".lock", tmp_path / "mark"
+    code = (
+        "import sys; from geoseg.io.atomic import file_lock\n"
+        f"with file_lock({str(lock)!r}): open({str(mark)!r}, 'w').write('child')"
+    )
+    with file_lock(lock):
+        child = subprocess.Popen([sys.executable, "-c", code])
+        time.sleep(1.0)
+        assert not mark.exists()  # still waiting for us
+    assert child.wait(timeout=60) == 0
+    assert mark.read_text() == "child"

@@ -125,7 +125,7 @@ class ModelBundle:
                 f"bundle weights do not fit {self.arch}/{self.encoder}: no values for "
                 f"{', '.join(left[:3])}"
             )
-        return model.to(device).eval()
+        return model.eval()  # every tensor was copied to ``device`` above
 
     def metadata(self) -> dict[str, Any]:
         """Everything but the weights, as JSON-friendly values."""

@@ -385,8 +385,8 @@ def _resolve_path(model: PathLike) -> Path:
 
 
 def _is_onnx(path: Path) -> bool:
-    if path.suffix.lower() == ".onnx":
-        return True
+    if path.suffix.lower() in (".onnx", ".pt", ".pth"):
+        return path.suffix.lower() == ".onnx"
     with path.open("rb") as f:
         head = f.read(4)
     return not head.startswith(b"PK") and not head.startswith(b"\x80")  # zip / pickle = torch

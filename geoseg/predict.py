@@ -620,6 +620,7 @@ def _chip_size(contract: ModelContract, size: int | None, overlap: int | None) -
 
 
 def _stream(
+    scene: PathLike,
     loaded: sources.LoadedModel,
     fit: SceneFit,
     p: _Plan,
@@ -661,7 +662,7 @@ def _stream(
             run.finish()
             if run.valid_pixels == 0:  # raised inside the writer: nothing is written
                 raise EmptyResultError(
-                    f"{where}: every pixel is nodata, nothing to predict; "
+                    f"{scene}: every pixel{where} is nodata, nothing to predict; "
                     "check the scene's nodata value (`geoseg info`)"
                 )
             t_close = time.perf_counter()
@@ -741,8 +742,9 @@ def predict(
         offset=offset,
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
-    where = f"{scene}" + (" inside the AOI" if aoi is not None else "")
+    where = " inside the AOI" if aoi is not None else ""
     run = _stream(
+        scene,
         loaded,
         fit,
         p,
@@ -754,18 +756,23 @@ def predict(
         overwrite=overwrite,
         where=where,
     )
-    result = outputs.rasters
-    if vector is not None:
-        t0 = time.perf_counter()
-        from geoseg.vectorize import vectorize  # type: ignore[import-not-found,unused-ignore]
-
-        vectorize(outputs.out, vector, overwrite=overwrite)
-        run.seconds["vector"] = time.perf_counter() - t0
-        result.append(str(vector))
+    result = outputs.rasters + _vectorize(outputs, run, overwrite=overwrite)
     run.seconds["total"] = time.perf_counter() - t_start
     report = _report(scene, outputs, result, fit, p, run, size=size, overlap=overlap)
     log.info("%s", report.summary())
     return report
+
+
+def _vectorize(outputs: _Outputs, run: StreamingRun, *, overwrite: bool) -> list[str]:
+    """Polygonize the class COG when ``--vector`` was asked for; the files written."""
+    if outputs.vector is None:
+        return []
+    t0 = time.perf_counter()
+    from geoseg.vectorize import vectorize  # type: ignore[import-not-found,unused-ignore]
+
+    vectorize(outputs.out, outputs.vector, overwrite=overwrite)
+    run.seconds["vector"] = time.perf_counter() - t0
+    return [str(outputs.vector)]
 
 
 def _report(

@@ -367,7 +367,8 @@ def resolve_scaling(
     if contract.input != "reflectance":
         if given is not None:
             raise BandMismatchError(
-                f"{contract.name} takes the raw band values it was trained on, not reflectance; "
+                f"{contract.path or contract.name} takes the raw band values it was trained on, "
+                "not reflectance; "
                 "drop --reflectance/--scale/--offset"
             )
         return None

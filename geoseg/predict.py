@@ -621,7 +621,7 @@ def _chip_size(contract: ModelContract, size: int | None, overlap: int | None) -
 
 def _stream(
     scene: PathLike,
-    loaded: sources.LoadedModel,
+    engine: Engine,
     fit: SceneFit,
     p: _Plan,
     outputs: _Outputs,
@@ -648,7 +648,7 @@ def _stream(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
         with writer:
             run = StreamingRun(
-                engine=loaded.engine,
+                engine=engine,
                 contract=fit.contract,
                 grid=p.grid,
                 windows=p.windows,
@@ -729,11 +729,11 @@ def predict(
     outputs = _check_outputs(
         out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
     )
-    loaded = sources.load(model, device=device, threads=threads)
-    size, overlap = _chip_size(loaded.contract, size, overlap)
+    contract, bundle = sources.open_model(model)
+    size, overlap = _chip_size(contract, size, overlap)
     fit = _fit_scene(
         scene,
-        loaded.contract,
+        contract,
         default=model is None or str(model) == sources.DEFAULT_MODEL,
         bands=bands,
         resample=resample,
@@ -743,9 +743,10 @@ def predict(
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
     where = " inside the AOI" if aoi is not None else ""
+    engine = sources.make_engine(contract, bundle, device=device, threads=threads)
     run = _stream(
         scene,
-        loaded,
+        engine,
         fit,
         p,
         outputs,

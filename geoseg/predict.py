@@ -232,6 +232,11 @@ def infer_batch(engine: Engine, chips: Sequence[Chip], contract: ModelContract) 
     x = contract.prepare(np.stack([c.data for c in chips]), np.stack([c.valid for c in chips]))
     h, w = x.shape[-2:]
     probs = engine(pad_to(x, *contract.pad_target(h, w)))
+    if probs.ndim != 4 or probs.shape[1] != contract.num_classes:
+        raise ModelBundleError(
+            f"{contract.path or contract.name}: the model returned shape {probs.shape} for "
+            f"{contract.num_classes} classes; its metadata does not describe its output"
+        )
     return np.ascontiguousarray(probs[..., :h, :w], dtype=np.float32)
 
 

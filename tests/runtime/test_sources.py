@@ -247,6 +247,14 @@ def test_not_onnx_and_no_metadata_are_one_line_errors(tmp_path: Path) -> None:
         sources.load("csmask-9b")
 
 
+def test_metadata_that_does_not_describe_the_graph(tmp_path: Path) -> None:
+    three = _deepness_model(
+        tmp_path / "c3.onnx", {"class_names": json.dumps({"0": "a", "1": "b", "2": "c"})}
+    )
+    with pytest.raises(ModelBundleError, match=r"names 3 class\(es\) but the graph outputs 2"):
+        sources.load(three)
+
+
 def test_wrong_bands_for_an_onnx_model(exported: dict[str, Path], tmp_path: Path) -> None:
     scene = write_raster(tmp_path / "s3.tif", count=3, descriptions=["B2", "B3", "B4"])
     with pytest.raises(BandMismatchError, match=r"has 3 band\(s\).*expects 4 \(B2, B3, B4, B8\)"):

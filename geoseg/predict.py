@@ -1,12 +1,16 @@
-"""Predict a whole scene with a model bundle: plan -> read -> infer -> blend -> write.
+"""Predict a whole scene with any model: plan -> read -> infer -> blend -> write.
+
+The model comes from :mod:`geoseg.runtime` (a bundle, an ONNX file, a registered name): its
+:class:`~geoseg.runtime.contract.ModelContract` is checked against the scene before any work,
+and its :class:`~geoseg.runtime.engines.Engine` (torch or ONNX Runtime) runs the batches.
 
 * **plan**: chip windows on the scene grid (:func:`geoseg.grid.plan_windows`), dropping those
-  outside the AOI; the model contract (bands, dtype, resolution) is checked before any work.
+  outside the AOI; the contract (bands, dtype, pixel size, reflectance) is checked first.
 * **read**: a small thread pool reads the next chips (bands, validity mask) while the model
   runs; each thread has its own dataset handle (GDAL handles are not thread-safe).
-* **infer**: batches of normalised, reflect-padded chips; softmax probabilities. GPU with
-  mixed precision when present, else CPU (torch uses the cores).
-* **blend**: :class:`geoseg.stitch.RowBandStitcher` accumulates Hann-weighted probabilities
+* **infer**: batches of prepared (scaled, normalised, nodata 0), reflect-padded chips through
+  the engine; class probabilities. GPU when present, else CPU.
+* **blend**: :class:`geoseg.stitch.ChipStitcher` accumulates Hann-weighted probabilities
   for a band of rows and releases rows as soon as no chip still to come touches them.
 * **write**: released rows go straight into :class:`geoseg.io.cog.CogWriter` (class ids,
   optional probabilities and confidence) and are dropped.

@@ -347,3 +347,25 @@ def test_clouds_extra_missing_names_the_pip_command(
     assert not any(n.startswith("csmask") for n in sources.registry())
     with pytest.raises(ModelBundleError, match=r"csmask-6b-l1c: .*pip install geoseg\[clouds\]"):
         sources.load("csmask-6b-l1c")
+
+
+def test_onnx_predict_never_imports_torch(exported: dict[str, Path], tmp_path: Path) -> None:
+    """An ONNX model runs without torch in the process (faster start, smaller installs later)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from geoseg.predict import predict; "
+        f"predict({str(exported['scene'])!r}, out={str(tmp_path / 'o.tif')!r}, "
+        f"model={str(exported['onnx'])!r}); print('torch' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "o.tif").exists()

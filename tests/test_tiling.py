@@ -14,7 +14,7 @@ from rasterio.windows import Window
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.errors import BandMismatchError, ChipSizeError, EmptyResultError, OutputExistsError
 from geoseg.grid import Grid
-from geoseg.tiling import assign_blocks, open_scene, split_leakage, tile_scenes
+from geoseg.tiling import REPORT_NAME, open_scene, split_leakage, tile_scenes
 from tests.data.labels import pixel_box, write_vector
 
 H, W = 260, 300
@@ -63,7 +63,8 @@ def test_chips_masks_transforms_split(tmp_path: Path, scene: Path, label_files: 
     index = gpd.read_file(out / "index.gpkg")
     assert len(index) == report.total > 0
     assert set(index["split"]) == {"train", "val", "test"}
-    assert report.skipped_straddle > 0 and report.skipped_nodata > 0
+    assert report.dropped_buffer > 0 and report.skipped_nodata > 0
+    assert report.block_size == 96 and not report.block_size_auto
     assert ClassMap.read(out / "classes.yaml").names == ["forest", "water"]
     expected = _expected_mask(label_files, scene)
     with rasterio.open(scene) as src:
@@ -75,7 +76,7 @@ def test_chips_masks_transforms_split(tmp_path: Path, scene: Path, label_files: 
                 # Exactly on the scene grid: same CRS, transform = scene transform shifted.
                 assert img.crs == src.crs and m.crs == src.crs
                 assert img.transform == scene_t * Affine.translation(c0, r0) == m.transform
-                assert img.descriptions == ("red", "green", "nir")
+                assert img.descriptions == ("red", "green", "nir") and img.nodata == 0
                 np.testing.assert_array_equal(img.read(), src.read(window=win))
                 mask = m.read(1)
                 assert m.nodata == IGNORE_INDEX and m.colormap(1)[1][:3] == (34, 139, 34)
@@ -143,15 +144,6 @@ def test_multi_resolution_folder_scene(tmp_path: Path, raster_factory: Callable[
     c = np.arange(64, 126)[None, :]
     expect = ((r + 0.5) / 2 - 0.5) * 3.0 + ((c + 0.5) / 2 - 0.5) * 2.0
     np.testing.assert_allclose(img[1, :62, :62], expect, atol=1e-3)
-
-
-def test_assign_blocks_proportions_and_determinism() -> None:
-    keys = [("c", x, y) for x in range(10) for y in range(10)]
-    a = assign_blocks(keys, (0.7, 0.15, 0.15), seed=1)
-    assert a == assign_blocks(list(reversed(keys)), (0.7, 0.15, 0.15), seed=1)
-    counts = {s: sum(v == s for v in a.values()) for s in ("train", "val", "test")}
-    assert counts == {"train": 70, "val": 15, "test": 15}
-    assert a != assign_blocks(keys, (0.7, 0.15, 0.15), seed=2)
 
 
 def test_bad_options(tmp_path: Path, scene: Path, label_files: list[Path]) -> None:

@@ -107,19 +107,21 @@ def tile(
     resampled to one grid). Image chips keep the scene's values, dtype and nodata; pixels
     without a label or without data are 255 in the masks. Chips are split into train/val/test
     by map blocks with a buffer between splits; a split that cannot be made is an error and
-    nothing is written.
+    nothing is written. --size defaults to 256 px, --overlap to 32 px (at most a quarter of
+    --size).
     """
     from geoseg.classes import ClassMap
     from geoseg.tiling import tile_scenes
 
+    chip = size if size is not None else 256
     report = tile_scenes(
         scenes,
         labels=_expand(labels),
         out_dir=Path(out_dir),
         class_column=class_column,
         classes=ClassMap.read(classes_path) if classes_path else None,
-        size=size if size is not None else 256,
-        overlap=overlap if overlap is not None else 32,
+        size=chip,
+        overlap=overlap if overlap is not None else min(32, chip // 4),
         split=_floats(split),
         no_split=no_split,
         bands=_bands(bands),

@@ -357,6 +357,7 @@ class SplitPlan:
         blocks: per split, the blocks holding its kept chips.
         pixels: per split, labelled pixels per class of its kept chips.
         present: labelled pixels per class over all candidate chips.
+        held: blocks holding candidate chips (their home blocks).
     """
 
     splits: tuple[SplitName | None, ...]
@@ -366,6 +367,7 @@ class SplitPlan:
     blocks: dict[SplitName, int]
     pixels: dict[SplitName, tuple[int, ...]]
     present: tuple[int, ...]
+    held: int = 0
 
     @property
     def chips(self) -> dict[SplitName, int]:
@@ -382,22 +384,24 @@ class SplitPlan:
         """Chips kept."""
         return len(self.splits) - self.dropped
 
-    def problems(self) -> list[str]:
+    def problems(self, names: Sequence[str] | None = None) -> list[str]:
         """Why the plan does not meet the split asked (empty when it does).
 
-        Each item is ``"<split> gets no chip"`` or ``"class #<index> reaches no train chip"``.
+        Each item is ``"<split> gets no chip"`` or ``"class <name> (<n> labelled px) reaches
+        no train chip"``; classes are named from ``names`` (class-map order) or by index.
         """
         out = [
             f"{s} gets no chip"
             for s, f in zip(SPLITS, self.fractions, strict=True)
             if f > 0 and self.chips[s] == 0
         ]
+        if self.chips["train"] == 0:
+            return out
         train = self.pixels["train"]
-        out += [
-            f"class #{k} reaches no train chip"
-            for k, n in enumerate(self.present)
-            if n > 0 and (k >= len(train) or train[k] == 0) and self.chips["train"] > 0
-        ]
+        for k, n in enumerate(self.present):
+            if n > 0 and train[k] == 0:
+                name = repr(names[k]) if names is not None else f"#{k}"
+                out.append(f"class {name} ({n} labelled px) reaches no train chip")
         return out
 
     def missing(self) -> dict[SplitName, list[int]]:
@@ -470,6 +474,7 @@ def _summarise(
         blocks={s: len(homes[s]) for s in SPLITS},
         pixels={s: tuple(int(v) for v in pixels[s]) for s in SPLITS},
         present=tuple(int(v) for v in present),
+        held=len({home_block(fp, block_size) for fp in chips}) if block_size else 1,
     )
 
 

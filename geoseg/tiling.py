@@ -59,6 +59,7 @@ from geoseg.blocks import (
     SplitName,
     SplitPlan,
     assign_blocks,
+    block_sizes,
     check_split,
     no_split,
     plan_split,
@@ -311,6 +312,7 @@ class TileReport:
     leakage_pixels: float = 0.0
     min_split_gap: float | None = None
     seconds: float = 0.0
+    split_seconds: float = 0.0
 
     @property
     def total(self) -> int:
@@ -349,7 +351,9 @@ class TileReport:
             f"split leakage: {self.leakage_pixels:g} pixels shared between splits "
             f"(closest chips of different splits {gap} CRS units apart)"
         )
-        lines.append(f"{self.seconds:.1f} s, {self.chips_per_s:.1f} chips/s")
+        lines.append(
+            f"{self.seconds:.1f} s (split {self.split_seconds:.2f} s), {self.chips_per_s:.1f} chips/s"
+        )
         return "\n".join(lines)
 
     def _split_line(self) -> str:
@@ -384,6 +388,7 @@ class TileReport:
             "leakage_pixels": self.leakage_pixels,
             "min_split_gap": self.min_split_gap,
             "seconds": round(self.seconds, 3),
+            "split_seconds": round(self.split_seconds, 3),
         }
 
 
@@ -472,7 +477,9 @@ def tile_scenes(
     report = TileReport(out_dir=out, classes=source.classes, buffer=opts.buffer)
     with _staging(out) as (tmp_images, tmp_masks):
         rows = _survey(opened, source, opts, tmp_images, tmp_masks, report)
+        t_split = time.perf_counter()
         plan = _plan(rows, opened, opts, report)
+        report.split_seconds = time.perf_counter() - t_split
         rows = _apply_plan(rows, plan, (tmp_images, tmp_masks), report)
         _commit(rows, opened, report, tmp_images, tmp_masks, overwrite=overwrite)
     report.seconds = time.perf_counter() - t0
@@ -743,42 +750,36 @@ def _plan(
         )
         for r in rows
     ]
+    extent = max(max(sc.grid.shape) for sc in opened)
     if opts.no_split:
         plan = no_split(chips)
     else:
-        extent = max(max(sc.grid.shape) for sc in opened)
         plan = plan_split(
             chips, opts.split, size=opts.size, overlap=opts.overlap, extent=extent,
             block_size=opts.block_size, buffer=opts.buffer, seed=opts.seed,
         )  # fmt: skip
-    problems = plan.problems()
+    problems = plan.problems(names)
     if problems:
-        raise EmptyResultError(_split_error(plan, problems, names, opts, len(rows)))
+        raise EmptyResultError(_split_error(plan, problems, opts, len(rows), extent))
     return plan
 
 
-def _split_error(
-    plan: SplitPlan, problems: list[str], names: list[str], opts: _Options, n: int
-) -> str:
+def _split_error(plan: SplitPlan, problems: list[str], opts: _Options, n: int, extent: int) -> str:
     """One line: why the split cannot be made, with the numbers, and what to change."""
-    what = [
-        p
-        if not p.startswith("class #")
-        else f"class {names[int(p.split()[1][1:])]!r} "
-        f"({plan.present[int(p.split()[1][1:])]} labelled px) reaches no train chip"
-        for p in problems
-    ]
     asked = ",".join(f"{v:g}" for v in opts.split)
-    held = sum(plan.blocks.values())
     kept = ", ".join(f"{s} {c}" for s, c in plan.chips.items())
-    how = "the best block size tried" if plan.auto else "--block-size"
-    stride = opts.size - opts.overlap
-    smaller = max(stride, plan.block_size // 2)
+    blocks = f"{plan.held} block{'s' if plan.held != 1 else ''}"
+    size = f"a smaller --size (e.g. {max(opts.size // 2, 16)}) for more chips"
+    if plan.auto:
+        tried = block_sizes(opts.size, opts.overlap, extent)
+        where = f"block sizes {tried[0]}-{tried[-1]} px tried, best {plan.block_size} px"
+        fix = f"use {size}, --split 1,0,0 or --no-split, or more labels; or set --block-size"
+    else:
+        where = f"--block-size {plan.block_size}"
+        fix = f"use another --block-size (or none: then it is chosen), {size}, or --split 1,0,0 / --no-split"
     return (
-        f"the split {asked} cannot be made: {'; '.join(what)} ({n} chips in {held} blocks of "
-        f"{plan.block_size} px, {how}; kept {kept}, {plan.dropped} dropped for the "
-        f"{opts.buffer} px buffer); use a smaller --block-size (e.g. {smaller}), a smaller "
-        f"--size (e.g. {max(opts.size // 2, 16)}) for more chips, or --split 1,0,0 / --no-split"
+        f"the split {asked} cannot be made: {'; '.join(problems)} ({n} chips in {blocks}; "
+        f"{where}: kept {kept}, {plan.dropped} dropped for the {opts.buffer} px buffer); {fix}"
     )
 
 

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.align import AlignedRaster, block_windows, pixel_areas_m2
+from geoseg.align import AlignedRaster, block_windows
+from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassInfo, ClassMap
 from geoseg.errors import (
     ClassMapError,
@@ -522,8 +523,7 @@ def _sieved(
         r, c = int(window.row_off), int(window.col_off)
         codes[r : r + block.shape[0], c : c + block.shape[1]] = block
         windows.append(window)
-    centre = Window(grid.width // 2, grid.height // 2, 1, 1)
-    min_pixels = vec.parse_area(min_area, float(pixel_areas_m2(grid, centre)[0, 0]))
+    min_pixels = vec.parse_area(min_area, pixel_area_m2(grid))
     codes = vec.sieve(codes, min_pixels, mask=codes != IGNORE_INDEX)
     for window in windows:
         r, c = int(window.row_off), int(window.col_off)

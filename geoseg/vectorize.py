@@ -45,6 +45,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from geoseg.area import densify_length, pixel_area_m2, polygon_areas_m2
 from geoseg.classes import ClassInfo, ClassMap, default_color
 from geoseg.errors import ConfigError, EmptyResultError, OutputWriteError, RasterReadError
 from geoseg.grid import Grid
@@ -865,13 +866,7 @@ def vectorize(
         src_crs = ds.crs
         geographic = bool(src_crs is not None and src_crs.is_geographic)
         factor = _unit_factor(src_crs) if not geographic else 1.0
-        pixel_m2 = grid.pixel_area * factor**2
-        if geographic:
-            cx, cy = grid.transform * (grid.width / 2, grid.height / 2)
-            t = grid.transform
-            cell = shapely.box(cx, cy, cx + t.a, cy + t.e)
-            pixel_m2 = float(_geodesic(np.array([cell], dtype=object), src_crs)[0][0])
-        min_pixels = parse_area(min_area, pixel_m2) if min_area is not None else None
+        min_pixels = parse_area(min_area, pixel_area_m2(grid)) if min_area is not None else None
 
         geoms, vals, nblocks = _polygonize_blocked(
             str(raster), grid.shape, int(block_size), workers
@@ -895,10 +890,11 @@ def vectorize(
         local = shapely.coverage_simplify(local, simplify, simplify_boundary=True)
         local = shapely.normalize(shapely.make_valid(local))
     crs_geoms = shapely.normalize(shapely.transform(local, lambda c: c + np.array([t.c, t.f])))
+    # true areas, the same as the pixels' (geoseg.area)
+    area_m2 = polygon_areas_m2(crs_geoms, src_crs, densify=densify_length(grid))
     if geographic:
-        area_m2, perim_m = _geodesic(crs_geoms, src_crs)
+        _, perim_m = _geodesic(crs_geoms, src_crs)
     else:
-        area_m2 = shapely.area(local) * factor**2
         perim_m = shapely.length(local) * factor
 
     import geopandas as gpd

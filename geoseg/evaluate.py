@@ -337,12 +337,6 @@ def _plot_confusion(path: Path, cm: np.ndarray, names: list[str]) -> None:
 
 
 # ---- the operation --------------------------------------------------------------------------
-def _prediction_classes(tags: dict[str, str]) -> ClassMap | None:
-    from geoseg.change import _class_map_from_tags
-
-    return _class_map_from_tags(tags)
-
-
 def evaluate(
     prediction: str | os.PathLike[str],
     *,
@@ -368,7 +362,7 @@ def evaluate(
         LabelError: the reference cannot be used or lies outside the prediction.
         EmptyResultError: no pixel has both a prediction and a reference.
     """
-    from geoseg.io.raster import check_grid, open_raster
+    from geoseg.io.raster import check_grid, open_raster, raster_classes
     from geoseg.labels import load_labels
 
     paths = report_paths(out)
@@ -379,7 +373,7 @@ def evaluate(
     with open_raster(prediction) as ds:
         grid = Grid.from_dataset(ds)
         check_grid(grid, prediction)
-        pred_classes = _prediction_classes(dict(ds.tags(1)))
+        pred_classes = raster_classes(ds)
         labels = load_labels(
             reference if isinstance(reference, str | os.PathLike) else list(reference),
             class_column=class_column,

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.align import AlignedRaster, block_windows
 from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassInfo, ClassMap
 from geoseg.errors import (
@@ -37,7 +36,8 @@ from geoseg.errors import (
     EmptyResultError,
     VectorReadError,
 )
-from geoseg.grid import Grid
+from geoseg.grid import Grid, block_windows
+from geoseg.io.align import AlignedRaster
 from geoseg.io.atomic import atomic_outputs, check_output
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress

@@ -150,10 +150,7 @@ def quicklook(
     Returns:
         Area per class name in km² (classes with no pixels included, as 0).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
     from matplotlib.patches import Patch
 
     from geoseg.area import pixel_areas_m2
@@ -191,7 +188,8 @@ def quicklook(
         crop = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         rgb, valid, lc_rgb = rgb[(slice(None), *crop)], valid[crop], lc_rgb[crop]
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2), constrained_layout=True)
+    fig = Figure(figsize=(12, 6.2), layout="constrained")
+    axes = fig.subplots(1, 2)
     axes[0].imshow(_stretch(rgb, valid), interpolation="nearest")
     axes[0].set_title(f"{Path(scene).name} (bands {', '.join(map(str, bands))})")
     axes[1].imshow(lc_rgb, interpolation="nearest")
@@ -217,7 +215,6 @@ def quicklook(
     )
     with atomic_outputs([out], overwrite=overwrite) as (tmp,):
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
     return areas
 
 

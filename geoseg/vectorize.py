@@ -47,7 +47,7 @@ from rasterio.windows import Window
 from geoseg.area import densify_length, pixel_area_m2, polygon_areas_m2
 from geoseg.classes import ClassMap
 from geoseg.errors import ConfigError, EmptyResultError, RasterReadError
-from geoseg.grid import Grid
+from geoseg.grid import Grid, block_windows
 from geoseg.io.raster import valid_from_data
 from geoseg.io.vector import FORMATS, vector_format, vector_outputs, write_vector
 
@@ -55,7 +55,6 @@ __all__ = [
     "FORMATS",
     "VectorFormat",
     "VectorizeReport",
-    "block_windows",
     "class_polygons",
     "parse_area",
     "polygonize_array",
@@ -460,16 +459,6 @@ def _components(n: int, edges: Sequence[tuple[int, int]]) -> np.ndarray:
     e = np.asarray(edges, dtype=np.int64)
     graph = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1]
-
-
-def block_windows(shape: tuple[int, int], block_size: int) -> list[Window]:
-    """Non-overlapping row-major blocks of ``block_size`` (smaller at the right and bottom)."""
-    height, width = shape
-    return [
-        Window(c, r, min(block_size, width - c), min(block_size, height - r))
-        for r in range(0, height, block_size)
-        for c in range(0, width, block_size)
-    ]
 
 
 def _merge_row(

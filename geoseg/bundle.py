@@ -13,15 +13,16 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.errors import InputFileNotFoundError, ModelBundleError
-from geoseg.models import build_model
+
+if TYPE_CHECKING:  # torch is imported where weights are used, so contracts load without it
+    import torch
+    from torch import nn
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "ModelBundle", "Normalization"]
 
@@ -100,6 +101,10 @@ class ModelBundle:
         The network is built on the meta device and given copies of the bundle's tensors, so
         no time goes into a random initialisation that the weights overwrite (0.1-0.5 s).
         """
+        import torch
+
+        from geoseg.models import build_model
+
         with torch.device("meta"):
             model = build_model(
                 self.arch,
@@ -155,6 +160,8 @@ class ModelBundle:
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the bundle atomically to ``path``."""
+        import torch
+
         from geoseg import __version__
         from geoseg.io.atomic import atomic_outputs
 
@@ -171,6 +178,8 @@ class ModelBundle:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelBundle:
         """Read a bundle; a file that is not one, or is from a newer geoseg, is a clear error."""
+        import torch
+
         p = Path(path)
         if not p.exists():
             raise InputFileNotFoundError(
@@ -231,6 +240,10 @@ class ModelBundle:
         **kw: Any,
     ) -> ModelBundle:
         """An untrained bundle (for tests and benchmarks): deterministic for a seed."""
+        import torch
+
+        from geoseg.models import build_model
+
         torch.manual_seed(seed)
         model = build_model(
             arch,

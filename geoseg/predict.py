@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import math
 import os
 import threading
 import time
@@ -28,38 +27,47 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geoseg._malloc import tune_malloc
-from geoseg.bundle import ModelBundle
-from geoseg.classes import IGNORE_INDEX
-from geoseg.errors import (
-    BandMismatchError,
-    EmptyResultError,
-    GeosegError,
-    ModelBundleError,
-)
-from geoseg.grid import Grid, check_chip_size, plan_windows, windows_by_row
+from geoseg.classes import IGNORE_INDEX, ClassMap
+from geoseg.errors import BandMismatchError, EmptyResultError, GeosegError, ModelBundleError
+from geoseg.grid import Grid, check_chip_size, plan_windows
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
-from geoseg.io.raster import check_grid, open_raster, valid_from_data
+from geoseg.io.raster import open_raster, valid_from_data
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
-from geoseg.stitch import Band, RowBandStitcher
+from geoseg.runtime import sources
+from geoseg.runtime.contract import (
+    RESOLUTION_RTOL,
+    ModelContract,
+    SceneFit,
+    check_contract,
+    check_scene,
+    resolve_bands,
+)
+from geoseg.runtime.engines import Engine, inference_model, pick_device
+from geoseg.stitch import Band, ChipStitcher
+
+if TYPE_CHECKING:
+    from geoseg.bundle import ModelBundle
 
 __all__ = [
+    "RESOLUTION_RTOL",
     "Chip",
     "PredictReport",
     "check_contract",
     "default_model_path",
     "infer_batch",
+    "inference_model",
     "load_model",
+    "pick_device",
     "predict",
     "resolve_bands",
 ]
@@ -70,8 +78,6 @@ ProbabilityDtype = Literal["uint8", "float16"]
 PathLike = str | os.PathLike[str]
 #: uint8 probabilities are stored as percent (0..100); 255 is nodata.
 PROBABILITY_SCALE_UINT8 = 100.0
-#: Relative tolerance of the resolution check.
-RESOLUTION_RTOL = 0.01
 #: GDAL block cache while predicting: bounded, so memory does not grow with the scene.
 GDAL_CACHE_MB = 256
 #: Reader threads: enough to keep one model fed; GDAL decodes outside the GIL.
@@ -79,17 +85,17 @@ READ_WORKERS = 2
 
 
 # ---- model ------------------------------------------------------------------------------------
-def default_model_path() -> Path:
-    """Path of the default model shipped inside the package (``geoseg/assets/default_model.pt``)."""
-    return Path(__file__).resolve().parent / "assets" / "default_model.pt"
-
-
 def load_model(model: PathLike | ModelBundle | None) -> ModelBundle:
-    """A :class:`ModelBundle` from a bundle, a path, or ``None`` (the default model)."""
+    """A :class:`ModelBundle` from a bundle, a path, or ``None`` (the default model).
+
+    Only for bundles; :func:`geoseg.runtime.sources.load` takes every model source.
+    """
+    from geoseg.bundle import ModelBundle
+
     if isinstance(model, ModelBundle):
         return model
     if model is None:
-        path = default_model_path()
+        path = sources.default_model_path()
         if not path.exists():
             raise ModelBundleError(
                 f"no default model installed ({path} is missing); pass --model MODEL.pt"
@@ -98,108 +104,9 @@ def load_model(model: PathLike | ModelBundle | None) -> ModelBundle:
     return ModelBundle.load(model)
 
 
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """``device`` or, when ``None``, CUDA when present else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-# ---- contract ---------------------------------------------------------------------------------
-def resolve_bands(
-    *,
-    descriptions: Sequence[str | None],
-    model_bands: Sequence[str],
-    bands: Sequence[str | int] | None = None,
-    path: PathLike = "scene",
-) -> tuple[int, ...]:
-    """1-based band indexes of the scene to feed the model, in the model's band order.
-
-    ``bands`` (from ``--bands``) maps the model's bands to scene bands by name (band
-    description, case-insensitive) or 1-based index, one per model band. Without it, bands
-    are matched by description when the scene has descriptions for all model bands, else by
-    position when the counts agree.
-
-    Raises:
-        BandMismatchError: counts or names do not fit; the message names both sides.
-    """
-    count = len(descriptions)
-    names = [(d or "").strip().lower() for d in descriptions]
-    model = list(model_bands)
-
-    def by_name(name: str) -> int | None:
-        key = name.strip().lower()
-        return names.index(key) + 1 if key in names else None
-
-    if bands is not None:
-        if len(bands) != len(model):
-            raise BandMismatchError(
-                f"--bands gives {len(bands)} band(s) but the model expects {len(model)} "
-                f"({', '.join(model)}); give one scene band per model band, in that order"
-            )
-        out: list[int] = []
-        for b in bands:
-            idx = int(b) if isinstance(b, int) or str(b).strip().isdigit() else by_name(str(b))
-            if idx is None or not 1 <= idx <= count:
-                raise BandMismatchError(
-                    f"--bands {b!r} is not a band of {path} (bands 1..{count}: "
-                    f"{', '.join(d or '-' for d in descriptions)}); use a band name or index"
-                )
-            out.append(idx)
-        return tuple(out)
-    found = [by_name(m) for m in model]
-    if any(names) and all(i is not None for i in found):
-        return tuple(i for i in found if i is not None)
-    if any(names) and count == len(model) and any(i is not None for i in found):
-        missing = [m for m, i in zip(model, found, strict=True) if i is None]
-        raise BandMismatchError(
-            f"{path}: band(s) {', '.join(missing)} expected by the model are not among the "
-            f"scene's bands ({', '.join(d or '-' for d in descriptions)}); map them with --bands"
-        )
-    if count != len(model):
-        raise BandMismatchError(
-            f"{path}: has {count} band(s) ({', '.join(d or '-' for d in descriptions)}) but the "
-            f"model expects {len(model)} ({', '.join(model)}); select them with --bands"
-        )
-    return tuple(range(1, count + 1))
-
-
-def check_contract(
-    dataset: Any,
-    bundle: ModelBundle,
-    *,
-    bands: Sequence[str | int] | None = None,
-    resample: bool = False,
-    path: PathLike = "scene",
-) -> tuple[int, ...]:
-    """Check a scene against a model's contract before any work; return the band indexes.
-
-    Checks the band count and order (by description when present, see
-    :func:`resolve_bands`), the data type of the selected bands and, unless ``resample``,
-    the pixel size against the bundle's resolution.
-    """
-    check_grid(Grid.from_dataset(dataset), path)
-    indexes = resolve_bands(
-        descriptions=list(dataset.descriptions), model_bands=bundle.bands, bands=bands, path=path
-    )
-    dtypes = {dataset.dtypes[i - 1] for i in indexes}
-    if bundle.dtype and any(d != bundle.dtype for d in dtypes):
-        raise BandMismatchError(
-            f"{path}: bands are {', '.join(sorted(dtypes))} but the model was trained on "
-            f"{bundle.dtype}; convert the scene (gdal_translate -ot {bundle.dtype.capitalize()}) "
-            "or use a model trained on this data type"
-        )
-    if bundle.resolution and not resample:
-        res = Grid.from_dataset(dataset).resolution
-        want = tuple(float(r) for r in bundle.resolution)
-        if not all(
-            math.isclose(a, b, rel_tol=RESOLUTION_RTOL) for a, b in zip(res, want, strict=True)
-        ):
-            raise BandMismatchError(
-                f"{path}: pixel size is {res[0]:g} x {res[1]:g} but the model expects "
-                f"{want[0]:g} x {want[1]:g}; pass --resample to warp on the fly"
-            )
-    return indexes
+def default_model_path() -> Path:
+    """Path of the default model shipped inside the package (``geoseg/assets/default_model.pt``)."""
+    return sources.default_model_path()
 
 
 # ---- plan -------------------------------------------------------------------------------------
@@ -307,51 +214,25 @@ def read_ahead(
 
 
 # ---- infer ------------------------------------------------------------------------------------
-def _pad_to(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
+def pad_to(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``x`` (..., h, w) reflect-padded at the bottom and right to ``height`` x ``width``."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)], mode="reflect")
-    return x, h, w
+    if (h, w) == (height, width):
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, height - h), (0, width - w)], mode="reflect")
 
 
-def infer_batch(
-    net: torch.nn.Module,
-    chips: Sequence[Chip],
-    bundle: ModelBundle,
-    device: torch.device,
-    *,
-    multiple: int = 32,
-) -> np.ndarray:
+def infer_batch(engine: Engine, chips: Sequence[Chip], contract: ModelContract) -> np.ndarray:
     """Class probabilities ``(n, classes, h, w)`` float32 of same-shaped chips.
 
-    Chips are normalised as the bundle says (nodata -> 0), reflect-padded to a multiple of
-    ``multiple`` and cropped back after the forward pass. CUDA runs under float16 autocast.
+    Chips go through :meth:`ModelContract.prepare` (reflectance scaling, normalisation,
+    nodata -> 0), are reflect-padded to the contract's input size (:meth:`pad_target`), run
+    through ``engine`` and cropped back.
     """
-    x = np.stack([c.data for c in chips])
-    x = bundle.normalization.apply(x)
-    valid = np.stack([c.valid for c in chips])[:, np.newaxis]
-    x = np.where(valid, x, np.float32(0.0)).astype(np.float32, copy=False)
-    x, h, w = _pad_to(x, multiple)
-    with torch.inference_mode():
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-        t = t.contiguous(memory_format=torch.channels_last)  # see inference_model
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
-                logits = net(t)
-        else:
-            logits = net(t)
-        probs = torch.softmax(logits[..., :h, :w].float(), dim=1)
-    return probs.contiguous().cpu().numpy()
-
-
-def inference_model(bundle: ModelBundle, device: torch.device) -> torch.nn.Module:
-    """The bundle's network for inference: eval mode, channels-last (NHWC) memory layout.
-
-    Channels-last convolutions are about 25 % faster on CPU (oneDNN; measured on the U-Net /
-    ResNet-18 with 512 px chips) and are the layout GPU tensor cores want.
-    """
-    return bundle.build(device).to(memory_format=torch.channels_last)
+    x = contract.prepare(np.stack([c.data for c in chips]), np.stack([c.valid for c in chips]))
+    h, w = x.shape[-2:]
+    probs = engine(pad_to(x, *contract.pad_target(h, w)))
+    return np.ascontiguousarray(probs[..., :h, :w], dtype=np.float32)
 
 
 # ---- write ------------------------------------------------------------------------------------
@@ -363,25 +244,24 @@ class PredictionWriter:
         *,
         out: Path,
         grid: Grid,
-        bundle: ModelBundle,
+        classes: ClassMap,
         tags: dict[str, Any],
         probabilities: Path | None,
         probability_dtype: ProbabilityDtype,
         confidence: Path | None,
         overwrite: bool,
     ) -> None:
-        self.bundle = bundle
-        self.lookup = np.array(bundle.classes.ids, dtype=np.uint8)
+        self.lookup = np.array(classes.ids, dtype=np.uint8)
         self.probability_dtype = probability_dtype
         self.confidence_in_probabilities = confidence is not None and confidence == probabilities
         self._stack = contextlib.ExitStack()
-        names = bundle.classes.names
+        names = classes.names
         self.classes = CogWriter(
             out,
             grid=grid,
             dtype="uint8",
             nodata=IGNORE_INDEX,
-            classes=bundle.classes,
+            classes=classes,
             descriptions=["class"],
             tags=tags,
             overwrite=overwrite,
@@ -439,10 +319,10 @@ class PredictionWriter:
         q = np.rint(p * PROBABILITY_SCALE_UINT8).astype(np.uint8)
         return np.where(valid, q, np.uint8(255))
 
-    def write(self, band: Band, valid: np.ndarray) -> int:
-        """Write a finished band; ``valid`` is its (h, w) validity. Returns valid pixels."""
+    def write(self, band: Band) -> int:
+        """Write a finished band (class ids where ``band.ok``). Returns the pixels written."""
         probs = band.probabilities
-        ok = valid & band.covered
+        ok = band.ok
         idx = probs.argmax(axis=0)
         cls = np.where(ok, self.lookup[idx], np.uint8(IGNORE_INDEX)).astype(np.uint8)
         self.classes.write(cls, band.window)
@@ -464,39 +344,30 @@ def _storage_dtype(probability_dtype: ProbabilityDtype) -> str:
 class StreamingRun:
     """Feeds chips through inference, blending and writing, releasing rows as soon as final.
 
-    Chips arrive in row-major order. They are batched for the model; after a batch, chips
-    are blended one by one, and when the last chip of a row of chips is in, the rows above
-    the next row of chips are normalised, written and dropped. All-nodata chips are
-    skipped (never inferred). ``seconds`` accumulates per-stage time.
+    Chips arrive in row-major order and are batched for the engine; after a batch, chips go
+    one by one into a :class:`~geoseg.stitch.ChipStitcher`, which hands back the bands that
+    became final; they are written and dropped. All-nodata chips are skipped (never
+    inferred). ``seconds`` accumulates per-stage time.
     """
 
     def __init__(
         self,
         *,
-        net: torch.nn.Module,
-        bundle: ModelBundle,
-        device: torch.device,
+        engine: Engine,
+        contract: ModelContract,
         grid: Grid,
         windows: Sequence[Window],
         overlap: int,
         batch_size: int,
         writer: PredictionWriter,
     ) -> None:
-        self.net = net
-        self.bundle = bundle
-        self.device = device
-        self.grid = grid
+        self.engine = engine
+        self.contract = contract
         self.batch_size = max(1, int(batch_size))
         self.writer = writer
-        self.stitcher = RowBandStitcher(
-            shape=grid.shape, num_classes=bundle.num_classes, overlap=overlap
+        self.stitcher = ChipStitcher(
+            shape=grid.shape, num_classes=contract.num_classes, overlap=overlap, windows=windows
         )
-        rows = list(windows_by_row(windows))
-        self.row_starts = [r for r, _ in rows]
-        self.remaining = [len(ws) for _, ws in rows]
-        self._row_index = {r: i for i, r in enumerate(self.row_starts)}
-        self._done_rows = 0
-        self._valid = _ValidRows(grid.width)
         self._pending: list[Chip] = []
         self.skipped = 0
         self.valid_pixels = 0
@@ -505,7 +376,6 @@ class StreamingRun:
     def feed(self, chip: Chip) -> None:
         """Take the next chip (row-major order)."""
         self.seconds["read"] += chip.seconds
-        self._valid.add(chip)
         self._pending.append(chip)
         if sum(c.valid.any() for c in self._pending) >= self.batch_size:
             self._flush()
@@ -513,42 +383,28 @@ class StreamingRun:
     def finish(self) -> None:
         """Predict what is left and write the last rows."""
         self._flush()
-        self._release_ready()
-        band = self.stitcher.release(self.grid.height)
-        if band is not None:
-            self._write(band)
+        self._write(self.stitcher.finish())
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         todo = [c for c in pending if c.valid.any()]
         t0 = time.perf_counter()
-        probs = iter(infer_batch(self.net, todo, self.bundle, self.device) if todo else [])
+        probs = iter(infer_batch(self.engine, todo, self.contract) if todo else [])
         self.seconds["infer"] += time.perf_counter() - t0
         for chip in pending:
+            t1 = time.perf_counter()
             if chip.valid.any():
-                t1 = time.perf_counter()
-                self.stitcher.add(chip.window, next(probs))
-                self.seconds["blend"] += time.perf_counter() - t1
+                bands = self.stitcher.add(chip.window, next(probs), chip.valid)
             else:
                 self.skipped += 1
-            self.remaining[self._row_index[int(chip.window.row_off)]] -= 1
-            self._release_ready()
+                bands = self.stitcher.skip(chip.window, chip.valid)
+            self.seconds["blend"] += time.perf_counter() - t1
+            self._write(bands)
 
-    def _release_ready(self) -> None:
-        n = len(self.row_starts)
-        while self._done_rows < n and self.remaining[self._done_rows] == 0:
-            i = self._done_rows
-            upto = self.row_starts[i + 1] if i + 1 < n else self.grid.height
-            self._done_rows += 1
-            t0 = time.perf_counter()
-            band = self.stitcher.release(upto)
-            self.seconds["blend"] += time.perf_counter() - t0
-            if band is not None:
-                self._write(band)
-
-    def _write(self, band: Band) -> None:
+    def _write(self, bands: list[Band]) -> None:
         t0 = time.perf_counter()
-        self.valid_pixels += self.writer.write(band, self._valid.take(band.window))
+        for band in bands:
+            self.valid_pixels += self.writer.write(band)
         self.seconds["write"] += time.perf_counter() - t0
 
 
@@ -578,6 +434,8 @@ class PredictReport:
     area_km2: float
     seconds: dict[str, float] = field(default_factory=dict)
     peak_buffer_rows: int = 0
+    model_source: str = ""
+    reflectance: dict[str, list[float]] | None = None
 
     @property
     def mpx_per_s(self) -> float:
@@ -648,19 +506,169 @@ def _opener(scene: PathLike, resample_to: tuple[float, float] | None) -> Callabl
 
 
 def _provenance(
-    bundle: ModelBundle, model_name: str, indexes: tuple[int, ...], size: int, overlap: int
+    contract: ModelContract, indexes: tuple[int, ...], size: int, overlap: int
 ) -> dict[str, Any]:
     from geoseg import __version__
 
-    return {
+    arch = contract.extra.get("arch")
+    tags: dict[str, Any] = {
         "GEOSEG_VERSION": __version__,
-        "GEOSEG_MODEL": model_name,
-        "GEOSEG_MODEL_ARCH": f"{bundle.arch}/{bundle.encoder}",
-        "GEOSEG_MODEL_BANDS": ",".join(bundle.bands),
+        "GEOSEG_MODEL": contract.name,
+        "GEOSEG_MODEL_SOURCE": contract.source,
+        "GEOSEG_MODEL_ARCH": f"{arch}/{contract.extra.get('encoder')}" if arch else contract.source,
+        "GEOSEG_MODEL_BANDS": ",".join(contract.bands),
         "GEOSEG_SCENE_BANDS": ",".join(str(i) for i in indexes),
         "GEOSEG_CHIP_SIZE": size,
         "GEOSEG_OVERLAP": overlap,
     }
+    if contract.reflectance_scale is not None:
+        tags["GEOSEG_REFLECTANCE_SCALE"] = ",".join(f"{v:g}" for v in contract.reflectance_scale)
+        tags["GEOSEG_REFLECTANCE_OFFSET"] = ",".join(
+            f"{v:g}" for v in contract.reflectance_offset or ()
+        )
+    return tags
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    out: Path
+    probabilities: Path | None
+    confidence: Path | None
+    vector: PathLike | None
+
+    @property
+    def rasters(self) -> list[str]:
+        return [str(self.out)] + [str(p) for p in {self.probabilities, self.confidence} if p]
+
+
+def _check_outputs(
+    out: PathLike,
+    *,
+    probabilities: PathLike | None,
+    confidence: bool,
+    vector: PathLike | None,
+    overwrite: bool,
+) -> _Outputs:
+    """Refuse existing outputs (without ``overwrite``) before any work."""
+    out_p = check_output(out, overwrite=overwrite)
+    proba_p = check_output(probabilities, overwrite=overwrite) if probabilities else None
+    conf_p: Path | None = None
+    if confidence:
+        conf_p = proba_p or check_output(
+            out_p.with_name(out_p.stem + "_confidence.tif"), overwrite=overwrite
+        )
+    if vector is not None:
+        check_output(vector, overwrite=overwrite)
+        if importlib.util.find_spec("geoseg.vectorize") is None:
+            raise GeosegError("--vector needs geoseg.vectorize, which this install lacks")
+    return _Outputs(out_p, proba_p, conf_p, vector)
+
+
+def _fit_scene(
+    scene: PathLike, contract: ModelContract, *, default: bool, **checks: Any
+) -> SceneFit:
+    """:func:`check_scene`; a refusal names the registered models that fit the scene."""
+    with open_raster(scene) as ds:
+        try:
+            return check_scene(ds, contract, path=scene, **checks)
+        except BandMismatchError as exc:
+            if checks.get("bands") is not None:
+                raise
+            hint = f" ({contract.description})" if default and contract.description else ""
+            fitting = sources.models_fitting(list(ds.descriptions), exclude=contract.name)
+            if fitting:
+                hint += f"; models that fit its bands: --model {' | '.join(fitting)}"
+            if not hint:
+                raise
+            raise BandMismatchError(f"{exc}{hint}") from None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    grid: Grid
+    windows: list[Window]
+    all_windows: int
+    aoi: Any
+    opener: Callable[[], Any]
+
+
+def _plan_scene(
+    scene: PathLike, fit: SceneFit, *, size: int, overlap: int, aoi: PathLike | None
+) -> _Plan:
+    """The output grid (the model's pixel size with ``--resample``) and its chip windows."""
+    opener = _opener(scene, fit.resample_to)
+    with contextlib.closing(opener()) as ds0:
+        grid = Grid.from_dataset(ds0)
+    aoi_geom = read_aoi(aoi, grid.crs) if aoi is not None else None
+    windows = plan(grid, size=size, overlap=overlap, aoi=aoi_geom)
+    if not windows:
+        raise EmptyResultError(
+            f"{aoi}: the AOI does not overlap {scene}; check the AOI's CRS and extent"
+        )
+    n_all = len(plan_windows(grid.shape, size, overlap))
+    return _Plan(grid, windows, n_all, aoi_geom, opener)
+
+
+def _chip_size(contract: ModelContract, size: int | None, overlap: int | None) -> tuple[int, int]:
+    size = int(size if size is not None else contract.chip_size)
+    overlap = int(overlap if overlap is not None else contract.overlap)
+    check_chip_size(size, overlap)
+    if contract.input_size and size > contract.input_size:
+        raise BandMismatchError(
+            f"--size {size} is larger than the {contract.input_size} px input of "
+            f"{contract.name}; use --size {contract.input_size} or less"
+        )
+    return size, overlap
+
+
+def _stream(
+    loaded: sources.LoadedModel,
+    fit: SceneFit,
+    p: _Plan,
+    outputs: _Outputs,
+    *,
+    size: int,
+    overlap: int,
+    batch_size: int,
+    probability_dtype: ProbabilityDtype,
+    overwrite: bool,
+    where: str,
+) -> StreamingRun:
+    """Read -> infer -> blend -> write every window of the plan, in one pass."""
+    writer = PredictionWriter(
+        out=outputs.out,
+        grid=p.grid,
+        classes=fit.contract.classes,
+        tags=_provenance(fit.contract, fit.indexes, size, overlap),
+        probabilities=outputs.probabilities,
+        probability_dtype=probability_dtype,
+        confidence=outputs.confidence,
+        overwrite=overwrite,
+    )
+    reader = ChipReader(p.opener, indexes=fit.indexes, grid=p.grid, aoi=p.aoi)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
+        with writer:
+            run = StreamingRun(
+                engine=loaded.engine,
+                contract=fit.contract,
+                grid=p.grid,
+                windows=p.windows,
+                overlap=overlap,
+                batch_size=batch_size,
+                writer=writer,
+            )
+            chips = read_ahead(reader, p.windows, workers=READ_WORKERS, ahead=2 * batch_size)
+            for chip in progress(chips, total=len(p.windows), desc="predict", unit="chip"):
+                run.feed(chip)
+            run.finish()
+            if run.valid_pixels == 0:  # raised inside the writer: nothing is written
+                raise EmptyResultError(
+                    f"{where}: every pixel is nodata, nothing to predict; "
+                    "check the scene's nodata value (`geoseg info`)"
+                )
+            t_close = time.perf_counter()
+        run.seconds["write"] += time.perf_counter() - t_close  # overviews + COG copy
+    return run
 
 
 def predict(
@@ -678,20 +686,24 @@ def predict(
     vector: PathLike | None = None,
     bands: Sequence[str | int] | None = None,
     resample: bool = False,
+    reflectance: str | None = None,
+    scale: float | Sequence[float] | None = None,
+    offset: float | Sequence[float] | None = None,
     overwrite: bool = False,
-    device: str | torch.device | None = None,
+    device: str | Any | None = None,
     threads: int | None = None,
 ) -> PredictReport:
-    """Segment ``scene`` with a model bundle into a styled class COG at ``out``.
+    """Segment ``scene`` with a model into a styled class COG at ``out``.
 
     Args:
         scene: input raster (any GDAL raster).
         out: output class raster (``.tif``): a tiled DEFLATE COG on the scene's grid
             (the model-resolution grid with ``resample``), 255 where the scene is nodata or
             outside the AOI, colour table, class names, provenance tags, ``.qml`` beside it.
-        model: bundle path or :class:`ModelBundle`; ``None`` uses :func:`default_model_path`.
-        size: chip size (default: the bundle's).
-        overlap: chip overlap (default: the bundle's).
+        model: a bundle (path or :class:`ModelBundle`), an ``.onnx`` file (``geoseg export``
+            or Deepness metadata), or a name from ``geoseg models``; ``None``: the default.
+        size: chip size (default: the model's).
+        overlap: chip overlap (default: the model's).
         batch_size: chips per forward pass.
         probabilities: also write per-class probabilities to this COG.
         probability_dtype: ``uint8`` (percent, 255 nodata) or ``float16`` (NaN nodata).
@@ -702,162 +714,97 @@ def predict(
         vector: also polygonize the classes into this file (``geoseg.vectorize``).
         bands: scene bands for the model's bands, by name or 1-based index.
         resample: warp the scene on the fly to the model's resolution.
+        reflectance: DN -> reflectance preset for reflectance models (``s2``, ``s2-pre04``,
+            ``landsat-c2-l2``, ...; :data:`geoseg.runtime.contract.REFLECTANCE_PRESETS`).
+        scale: DN -> reflectance scale (one, or one per model band); default: the scene's.
+        offset: DN -> reflectance offset (with ``scale``).
         overwrite: replace existing outputs.
-        device: torch device (default: CUDA when present, else CPU).
-        threads: torch CPU threads for inference (default: torch's).
+        device: ``cuda``/``cpu`` (default: CUDA when present, else CPU).
+        threads: CPU threads for inference (default: the engine's).
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
     """
     t_start = time.perf_counter()
     tune_malloc()
-    bundle = load_model(model)
-    model_name = (
-        Path(model).name
-        if isinstance(model, str | os.PathLike)
-        else ("default" if model is None else f"{bundle.arch}/{bundle.encoder}")
+    outputs = _check_outputs(
+        out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
     )
-    size = int(size if size is not None else bundle.chip_size)
-    overlap = int(overlap if overlap is not None else bundle.overlap)
-    check_chip_size(size, overlap)
-    out_p = check_output(out, overwrite=overwrite)
-    proba_p = check_output(probabilities, overwrite=overwrite) if probabilities else None
-    conf_p: Path | None = None
-    if confidence:
-        conf_p = proba_p or check_output(
-            out_p.with_name(out_p.stem + "_confidence.tif"), overwrite=overwrite
-        )
-    if vector is not None:
-        check_output(vector, overwrite=overwrite)
-        if importlib.util.find_spec("geoseg.vectorize") is None:
-            raise GeosegError("--vector needs geoseg.vectorize, which this install lacks")
-
-    with open_raster(scene) as ds:
-        try:
-            indexes = check_contract(ds, bundle, bands=bands, resample=resample, path=scene)
-        except BandMismatchError as exc:
-            if model is None and bundle.description:  # say what the default model is for
-                raise BandMismatchError(f"{exc} ({bundle.description})") from None
-            raise
-        src_grid = Grid.from_dataset(ds)
-    resample_to = None
-    if resample and bundle.resolution:
-        want = (float(bundle.resolution[0]), float(bundle.resolution[1]))
-        if not all(
-            math.isclose(a, b, rel_tol=RESOLUTION_RTOL)
-            for a, b in zip(src_grid.resolution, want, strict=True)
-        ):
-            resample_to = want
-    opener = _opener(scene, resample_to)
-    with contextlib.closing(opener()) as ds0:
-        grid = Grid.from_dataset(ds0)
-    aoi_geom = read_aoi(aoi, grid.crs) if aoi is not None else None
-    all_windows = plan_windows(grid.shape, size, overlap)
-    windows = plan(grid, size=size, overlap=overlap, aoi=aoi_geom)
-    if not windows:
-        raise EmptyResultError(
-            f"{aoi}: the AOI does not overlap {scene}; check the AOI's CRS and extent"
-        )
-
-    dev = pick_device(device)
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        writer = PredictionWriter(
-            out=out_p,
-            grid=grid,
-            bundle=bundle,
-            tags=_provenance(bundle, model_name, indexes, size, overlap),
-            probabilities=proba_p,
-            probability_dtype=probability_dtype,
-            confidence=conf_p,
-            overwrite=overwrite,
-        )
-        reader = ChipReader(opener, indexes=indexes, grid=grid, aoi=aoi_geom)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
-            with writer:
-                run = StreamingRun(
-                    net=inference_model(bundle, dev),
-                    bundle=bundle,
-                    device=dev,
-                    grid=grid,
-                    windows=windows,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                    writer=writer,
-                )
-                chips = read_ahead(reader, windows, workers=READ_WORKERS, ahead=2 * batch_size)
-                for chip in progress(chips, total=len(windows), desc="predict", unit="chip"):
-                    run.feed(chip)
-                run.finish()
-                if run.valid_pixels == 0:  # raised inside the writer: nothing is written
-                    where = " inside the AOI" if aoi is not None else ""
-                    raise EmptyResultError(
-                        f"{scene}: every pixel{where} is nodata, nothing to predict; "
-                        "check the scene's nodata value (`geoseg info`)"
-                    )
-                t_close = time.perf_counter()
-            run.seconds["write"] += time.perf_counter() - t_close  # overviews + COG copy
-    finally:
-        if threads:
-            torch.set_num_threads(old_threads)
-    seconds = run.seconds
-
-    outputs = [str(out_p)] + [str(p) for p in {proba_p, conf_p} if p is not None]
+    loaded = sources.load(model, device=device, threads=threads)
+    size, overlap = _chip_size(loaded.contract, size, overlap)
+    fit = _fit_scene(
+        scene,
+        loaded.contract,
+        default=model is None or str(model) == sources.DEFAULT_MODEL,
+        bands=bands,
+        resample=resample,
+        reflectance=reflectance,
+        scale=scale,
+        offset=offset,
+    )
+    p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
+    where = f"{scene}" + (" inside the AOI" if aoi is not None else "")
+    run = _stream(
+        loaded,
+        fit,
+        p,
+        outputs,
+        size=size,
+        overlap=overlap,
+        batch_size=batch_size,
+        probability_dtype=probability_dtype,
+        overwrite=overwrite,
+        where=where,
+    )
+    result = outputs.rasters
     if vector is not None:
         t0 = time.perf_counter()
         from geoseg.vectorize import vectorize  # type: ignore[import-not-found,unused-ignore]
 
-        vectorize(out_p, vector, overwrite=overwrite)
-        seconds["vector"] = time.perf_counter() - t0
-        outputs.append(str(vector))
-    seconds["total"] = time.perf_counter() - t_start
-    report = PredictReport(
-        scene=str(scene),
-        out=str(out_p),
-        outputs=outputs,
-        grid=grid.to_dict(),
-        model=model_name,
-        size=size,
-        overlap=overlap,
-        batch_size=batch_size,
-        device=str(dev),
-        windows=len(all_windows),
-        windows_skipped=run.skipped,
-        windows_outside_aoi=len(all_windows) - len(windows),
-        pixels=grid.height * grid.width,
-        valid_pixels=run.valid_pixels,
-        area_km2=_area_km2(grid),
-        seconds=seconds,
-        peak_buffer_rows=run.stitcher.peak_rows,
-    )
+        vectorize(outputs.out, vector, overwrite=overwrite)
+        run.seconds["vector"] = time.perf_counter() - t0
+        result.append(str(vector))
+    run.seconds["total"] = time.perf_counter() - t_start
+    report = _report(scene, outputs, result, fit, p, run, size=size, overlap=overlap)
     log.info("%s", report.summary())
     return report
 
 
-class _ValidRows:
-    """Validity of the rows not yet written (True where a read chip saw valid data)."""
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self.top = 0
-        self._valid = np.zeros((0, width), dtype=bool)
-
-    def add(self, chip: Chip) -> None:
-        r0, c0 = int(chip.window.row_off), int(chip.window.col_off)
-        h, w = chip.valid.shape
-        need = r0 + h - self.top - self._valid.shape[0]
-        if need > 0:
-            self._valid = np.concatenate([self._valid, np.zeros((need, self.width), dtype=bool)])
-        self._valid[r0 - self.top : r0 - self.top + h, c0 : c0 + w] |= chip.valid
-
-    def take(self, window: Window) -> np.ndarray:
-        n = int(window.height)
-        if self._valid.shape[0] < n:
-            pad = np.zeros((n - self._valid.shape[0], self.width), dtype=bool)
-            self._valid = np.concatenate([self._valid, pad])
-        out = self._valid[:n]
-        self._valid = self._valid[n:].copy()
-        self.top += n
-        return out
+def _report(
+    scene: PathLike,
+    outputs: _Outputs,
+    result: list[str],
+    fit: SceneFit,
+    p: _Plan,
+    run: StreamingRun,
+    *,
+    size: int,
+    overlap: int,
+) -> PredictReport:
+    c = fit.contract
+    refl = (
+        {"scale": list(c.reflectance_scale), "offset": list(c.reflectance_offset or ())}
+        if c.reflectance_scale is not None
+        else None
+    )
+    return PredictReport(
+        scene=str(scene),
+        out=str(outputs.out),
+        outputs=result,
+        grid=p.grid.to_dict(),
+        model=c.name,
+        size=size,
+        overlap=overlap,
+        batch_size=run.batch_size,
+        device=run.engine.device,
+        windows=p.all_windows,
+        windows_skipped=run.skipped,
+        windows_outside_aoi=p.all_windows - len(p.windows),
+        pixels=p.grid.height * p.grid.width,
+        valid_pixels=run.valid_pixels,
+        area_km2=_area_km2(p.grid),
+        seconds=run.seconds,
+        peak_buffer_rows=run.stitcher.peak_rows,
+        model_source=c.source,
+        reflectance=refl,
+    )

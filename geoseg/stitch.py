@@ -16,15 +16,15 @@ negligible weight, so every pixel is decided by chips that saw context around it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.grid import BlendKind, ramp
+from geoseg.grid import BlendKind, ramp, windows_by_row
 
-__all__ = ["Band", "RowBandStitcher", "chip_weights", "default_trim"]
+__all__ = ["Band", "ChipStitcher", "RowBandStitcher", "chip_weights", "default_trim"]
 
 #: Weight of trimmed edge pixels: small, but positive so that a lone chip still counts.
 TRIM_WEIGHT = 1e-6
@@ -81,11 +81,19 @@ class Band:
         window: the rows as a window of the scene grid.
         probabilities: blended class probabilities ``(classes, height, width)`` float32.
         covered: True where at least one chip contributed (False under skipped chips).
+        valid: True where a chip read valid scene data (set by :class:`ChipStitcher`);
+            ``None`` when validity is not tracked.
     """
 
     window: Window
     probabilities: np.ndarray
     covered: np.ndarray
+    valid: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Pixels to write: covered by a chip and valid."""
+        return self.covered if self.valid is None else self.covered & self.valid
 
 
 class RowBandStitcher:
@@ -185,6 +193,101 @@ class RowBandStitcher:
         self._wsum = self._wsum[n:].copy()
         self.top = upto
         return band
+
+
+class ChipStitcher:
+    """A :class:`RowBandStitcher` that also owns validity and row release, for a chip plan.
+
+    Give it the row-major ``windows`` that will come; for each, call :meth:`add` (with its
+    probabilities) or :meth:`skip` (an all-nodata chip, never inferred), in order. Each call
+    returns the bands that became final: when the last chip of a row of chips is in, the
+    rows above the next row of chips can no longer change. :meth:`finish` returns the rest.
+    Validity (``Band.valid``) is the union of the chips' valid masks.
+    """
+
+    def __init__(
+        self,
+        *,
+        shape: tuple[int, int],
+        num_classes: int,
+        overlap: int,
+        windows: Sequence[Window],
+        trim: int | None = None,
+        kind: BlendKind = "hann",
+    ) -> None:
+        self.blend = RowBandStitcher(
+            shape=shape, num_classes=num_classes, overlap=overlap, trim=trim, kind=kind
+        )
+        self.height = int(shape[0])
+        rows = list(windows_by_row(windows))
+        self.row_starts = [r for r, _ in rows]
+        self._remaining = [len(ws) for _, ws in rows]
+        self._row_index = {r: i for i, r in enumerate(self.row_starts)}
+        self._done_rows = 0
+        self._valid = _ValidRows(int(shape[1]))
+
+    @property
+    def peak_rows(self) -> int:
+        """Most rows held at once."""
+        return self.blend.peak_rows
+
+    def add(self, window: Window, probabilities: np.ndarray, valid: np.ndarray) -> list[Band]:
+        """Blend a chip's probabilities ``(classes, h, w)``; the bands now final."""
+        self._valid.add(window, valid)
+        self.blend.add(window, probabilities)
+        return self._done(window)
+
+    def skip(self, window: Window, valid: np.ndarray) -> list[Band]:
+        """Count a chip that is not inferred; the bands now final."""
+        self._valid.add(window, valid)
+        return self._done(window)
+
+    def finish(self) -> list[Band]:
+        """Every row not yet released."""
+        return self._release(self.height)
+
+    def _done(self, window: Window) -> list[Band]:
+        self._remaining[self._row_index[int(window.row_off)]] -= 1
+        out: list[Band] = []
+        n = len(self.row_starts)
+        while self._done_rows < n and self._remaining[self._done_rows] == 0:
+            i = self._done_rows
+            self._done_rows += 1
+            out += self._release(self.row_starts[i + 1] if i + 1 < n else self.height)
+        return out
+
+    def _release(self, upto: int) -> list[Band]:
+        band = self.blend.release(upto)
+        if band is None:
+            return []
+        valid = self._valid.take(int(band.window.height))
+        return [Band(band.window, band.probabilities, band.covered, valid)]
+
+
+class _ValidRows:
+    """Validity of the rows not yet released (True where a chip saw valid data)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.top = 0
+        self._valid = np.zeros((0, width), dtype=bool)
+
+    def add(self, window: Window, valid: np.ndarray) -> None:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        h, w = valid.shape
+        need = r0 + h - self.top - self._valid.shape[0]
+        if need > 0:
+            self._valid = np.concatenate([self._valid, np.zeros((need, self.width), dtype=bool)])
+        self._valid[r0 - self.top : r0 - self.top + h, c0 : c0 + w] |= valid
+
+    def take(self, n: int) -> np.ndarray:
+        if self._valid.shape[0] < n:
+            pad = np.zeros((n - self._valid.shape[0], self.width), dtype=bool)
+            self._valid = np.concatenate([self._valid, pad])
+        out = self._valid[:n]
+        self._valid = self._valid[n:].copy()
+        self.top += n
+        return out
 
 
 def release_points(row_starts: list[int], height: int) -> Iterator[tuple[int, int]]:

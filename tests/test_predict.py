@@ -145,9 +145,9 @@ def test_resample_predicts_on_model_resolution_grid(scene: Path, tmp_path: Path)
 def test_default_model_missing_is_clear(
     scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import geoseg.predict as gp
+    import geoseg.runtime.sources as gs
 
-    monkeypatch.setattr(gp, "default_model_path", lambda: tmp_path / "nope.pt")
+    monkeypatch.setattr(gs, "default_model_path", lambda: tmp_path / "nope.pt")
     with pytest.raises(ModelBundleError, match=r"no default model installed.*--model"):
         predict(scene, out=tmp_path / "o.tif")
 

@@ -182,10 +182,11 @@ def run_geoseg(path: str, out: str, model: str, reflectance: str, threads: int) 
 
 def _child(fn: str, *args: Any) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args[-1])}
+    here = str(Path(__file__).parent)
     code = (
-        "import json,sys; sys.path.insert(0, %r); import bench_clouds as b; "
-        "print('RESULT' + json.dumps(b.%s(*json.loads(sys.argv[1]))))"
-    ) % (str(Path(__file__).parent), fn)
+        f"import json,sys; sys.path.insert(0, {here!r}); import bench_clouds as b; "
+        f"print('RESULT' + json.dumps(b.{fn}(*json.loads(sys.argv[1]))))"
+    )
     p = subprocess.run(
         [sys.executable, "-c", code, json.dumps(list(args))],
         env=env,

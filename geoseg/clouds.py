@@ -20,6 +20,7 @@ larger chips are cut into overlapping 256 px tiles blended inside the chip.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ from rasterio.windows import Window
 from geoseg.classes import IGNORE_INDEX
 from geoseg.errors import BandMismatchError, ModelBundleError
 from geoseg.grid import Grid, plan_windows
-from geoseg.stitch import RowBandStitcher, chip_weights
+from geoseg.stitch import Band, RowBandStitcher, chip_weights
 
 if TYPE_CHECKING:
     from geoseg.io.cog import CogWriter
@@ -50,6 +51,7 @@ __all__ = [
     "CloudMasker",
     "CloudPlan",
     "auto_cloud_model",
+    "open_clouds",
     "plan_clouds",
     "union_bands",
 ]
@@ -209,6 +211,57 @@ def union_bands(
     return tuple(read), tuple(read.index(i) for i in clouds)
 
 
+def open_clouds(
+    scene: PathLike,
+    *,
+    main_indexes: Sequence[int],
+    grid: Grid,
+    overlap: int,
+    model: str = AUTO,
+    bands: Sequence[str | int] | None = None,
+    reflectance: str | None = None,
+    scale: float | Sequence[float] | None = None,
+    offset: float | Sequence[float] | None = None,
+    mask_out: PathLike | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    threads: int | None = None,
+) -> CloudMasker:
+    """The :class:`CloudMasker` of a prediction, checked before any work (see :func:`plan_clouds`).
+
+    ``main_indexes`` are the land-cover model's scene bands; the masker's ``read_indexes`` are
+    the bands the stream reads once for both models. ``mask_out`` is refused when it exists
+    (without ``overwrite``).
+    """
+    from geoseg.io.atomic import check_output
+    from geoseg.io.raster import open_raster
+
+    out = check_output(mask_out, overwrite=overwrite) if mask_out is not None else None
+    with open_raster(scene) as ds:
+        plan = plan_clouds(
+            ds,
+            model,
+            bands=bands,
+            scale=scale,
+            offset=offset,
+            reflectance=reflectance,
+            path=scene,
+        )
+    read, positions = union_bands(main_indexes, plan.indexes)
+    masker = CloudMasker(
+        plan,
+        grid=grid,
+        overlap=overlap,
+        positions=positions,
+        mask_out=out,
+        overwrite=overwrite,
+        device=device,
+        threads=threads,
+    )
+    masker.read_indexes = read
+    return masker
+
+
 # ---- run ----------------------------------------------------------------------------------------
 class CloudMasker:
     """Runs the cloud model on the chips of a streaming prediction and masks its row bands.
@@ -260,6 +313,8 @@ class CloudMasker:
         self._overwrite = overwrite
         self._stack = contextlib.ExitStack()
         self._writer: CogWriter | None = None
+        #: the scene bands the stream reads for both models (set by :func:`open_clouds`)
+        self.read_indexes: tuple[int, ...] = tuple(plan.indexes)
 
     @property
     def engine(self) -> Engine:
@@ -361,6 +416,15 @@ class CloudMasker:
         self.seconds["blend"] += t1 - t0
         self.seconds["write"] += time.perf_counter() - t1
         return np.asarray(valid & (cls == CLEAR), dtype=bool)
+
+    def masked(self, band: Band) -> Band:
+        """The land-cover ``band`` with cloud and shadow pixels no longer valid (see :meth:`apply`)."""
+        return dataclasses.replace(band, valid=self.apply(band.window, band.ok))
+
+    @property
+    def masked_pixels(self) -> int:
+        """Cloud and shadow pixels so far."""
+        return self.cloud_pixels + self.shadow_pixels
 
     def report(self) -> dict[str, Any]:
         """What the cloud model did (for the prediction report)."""

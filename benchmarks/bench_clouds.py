@@ -231,6 +231,29 @@ def agreement(ref_path: Path, ours_path: Path) -> dict:
     }
 
 
+def csmask_self_agreement(
+    path: Path, ref_path: Path, level: str, scale: float, offset: float, shifts: list[int]
+) -> dict[str, float]:
+    """CSmask against itself when its tiling moves: run on the scene without its first columns.
+
+    The noise floor of any tiled prediction: the same model, the same pixels, tiles that start
+    elsewhere. Agreement with the full-scene CSmask on the pixels both cover.
+    """
+    from ukis_csmask.mask import CSmask
+
+    with rasterio.open(path) as ds, rasterio.open(ref_path) as r:
+        img = np.moveaxis(ds.read().astype(np.float32) * np.float32(scale) + offset, 0, -1)
+        valid = ds.dataset_mask() > 0
+        ref = r.read(1)
+    out = {}
+    for dx in shifts:
+        sub = np.ascontiguousarray(img[:, dx:])
+        csm = CSmask(sub, band_order=CSMASK_ORDER, product_level=level).csm[..., 0]
+        ok = valid[:, dx:]
+        out[f"shift_{dx}px"] = round(100.0 * float((csm == ref[:, dx:])[ok].mean()), 2)
+    return out
+
+
 def compare(args: argparse.Namespace) -> list[dict]:
     """Both sides on each scene/size; agreement, seconds and peak RSS side by side."""
     _need_data()
@@ -258,6 +281,10 @@ def compare(args: argparse.Namespace) -> list[dict]:
                 "geoseg": ours,
                 **agreement(ref_out, our_out),
             }
+            if size == 0:
+                row["csmask_vs_itself_pct"] = csmask_self_agreement(
+                    path, ref_out, level, scale, offset, [37, 100]
+                )
             rows.append(row)
             print(_line(row), flush=True)
             path.unlink()
@@ -271,6 +298,11 @@ def _line(r: dict) -> str:
         f"agreement {r['agreement_pct']:.2f} % (cloud-or-shadow {r['binary_agreement_pct']:.2f} %) | "
         f"CSmask {c['seconds']:.1f} s {c['peak_rss_mb']:.0f} MB | "
         f"geoseg {g['seconds']:.1f} s {g['peak_rss_mb']:.0f} MB"
+        + (
+            f" | CSmask vs itself {r['csmask_vs_itself_pct']}"
+            if "csmask_vs_itself_pct" in r
+            else ""
+        )
     )
 
 

@@ -175,7 +175,7 @@ def plan_clouds(
         )
     contract = contract_of(name)
     # the stream's grid is the land-cover model's: the cloud model takes it as it is (csmask
-    # works best near 30 m; a warning says when the scene is far from that)
+    # works best near 30 m; open_clouds warns when the grid is far from that)
     fit = check_scene(
         dataset,
         contract,
@@ -186,16 +186,6 @@ def plan_clouds(
         reflectance=reflectance,
         path=path,
     )
-    res = Grid.from_dataset(dataset).resolution
-    if contract.resolution and not 0.5 <= res[0] / contract.resolution[0] <= 2.0:
-        log.warning(
-            "%s: pixel size %g m; %s was trained at ~%g m (pass --resample to predict at the "
-            "model's pixel size)",
-            path,
-            res[0],
-            name,
-            contract.resolution[0],
-        )
     return CloudPlan(name=name, contract=fit.contract, indexes=fit.indexes)
 
 
@@ -246,6 +236,15 @@ def open_clouds(
             offset=offset,
             reflectance=reflectance,
             path=scene,
+        )
+    want = plan.contract.resolution
+    if want and not 0.5 <= grid.resolution[0] / want[0] <= 2.0:
+        log.warning(
+            "%s: pixel size %g; %s was trained at ~%g m (predict at ~30 m for the best masks)",
+            scene,
+            grid.resolution[0],
+            plan.name,
+            want[0],
         )
     read, positions = union_bands(main_indexes, plan.indexes)
     masker = CloudMasker(

@@ -75,6 +75,26 @@ def _bands(value: str | None) -> list[str | int] | None:
     default=False,
     help="Warp on the fly to the model's resolution (output on that grid).",
 )
+@click.option(
+    "--cloud-mask",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[MODEL]",
+    help="Also run a cloud/shadow model in the same pass (default: the csmask model the bands "
+    "fit); clouds and shadows become nodata. See docs/clouds.md.",
+)
+@click.option(
+    "--cloud-mask-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the cloud mask (0 clear, 1 cloud, 2 shadow) as a styled COG.",
+)
+@click.option(
+    "--cloud-bands",
+    default=None,
+    help="Scene bands for the cloud model (blue,green,red,nir[,swir16,swir22]) by name or index.",
+)
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
 @click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference."
@@ -102,6 +122,9 @@ def predict(
     vector: str | None,
     bands: str | None,
     resample: bool,
+    cloud_mask: str | None,
+    cloud_mask_out: str | None,
+    cloud_bands: str | None,
     device: str | None,
     threads: int | None,
     report_path: str | None,
@@ -135,6 +158,9 @@ def predict(
         vector=vector,
         bands=_bands(bands),
         resample=resample,
+        cloud_mask=cloud_mask if cloud_mask or not cloud_mask_out else "auto",
+        cloud_mask_out=cloud_mask_out,
+        cloud_bands=_bands(cloud_bands),
         overwrite=overwrite,
         device=device,
         threads=threads,

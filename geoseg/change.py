@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib
 import logging
 import os
 import re
@@ -36,7 +35,8 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.align import AlignedRaster, block_windows, pixel_areas_m2
+from geoseg.align import AlignedRaster, block_windows
+from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassInfo, ClassMap
 from geoseg.errors import (
     ClassMapError,
@@ -588,17 +588,6 @@ def _write_table(path: Path, rows: list[AoiChange], *, overwrite: bool) -> None:
             w.writerow(r.to_dict())
 
 
-def _vectorize_module() -> Any:
-    try:
-        vec = importlib.import_module("geoseg.vectorize")
-    except ModuleNotFoundError as exc:  # pragma: no cover - until geoseg.vectorize lands
-        raise EmptyResultError(
-            "--vector and --min-area need geoseg.vectorize, which this installation lacks; "
-            "run without them"
-        ) from exc
-    return vec
-
-
 def _sieved(
     blocks: Iterator[tuple[Window, np.ndarray]],
     grid: Grid,
@@ -611,16 +600,16 @@ def _sieved(
     Patches are connected across blocks, so the change map is gathered (1 byte per pixel),
     sieved with :func:`geoseg.vectorize.sieve`, and handed back block by block.
     """
-    vec = _vectorize_module()
+    from geoseg.vectorize import parse_area, sieve
+
     codes = np.full(grid.shape, IGNORE_INDEX, dtype=np.uint8)
     windows = []
     for window, block in blocks:
         r, c = int(window.row_off), int(window.col_off)
         codes[r : r + block.shape[0], c : c + block.shape[1]] = block
         windows.append(window)
-    centre = Window(grid.width // 2, grid.height // 2, 1, 1)
-    min_pixels = vec.parse_area(min_area, float(pixel_areas_m2(grid, centre)[0, 0]))
-    codes = vec.sieve(codes, min_pixels, mask=codes != IGNORE_INDEX)
+    min_pixels = parse_area(min_area, pixel_area_m2(grid))
+    codes = sieve(codes, min_pixels, mask=codes != IGNORE_INDEX)
     for window in windows:
         r, c = int(window.row_off), int(window.col_off)
         yield window, codes[r : r + int(window.height), c : c + int(window.width)]
@@ -629,21 +618,15 @@ def _sieved(
 def _write_vector(
     raster: Path, out: Path, *, date_before: str, date_after: str, overwrite: bool
 ) -> None:
-    """Polygonize loss and gain with :func:`geoseg.vectorize.vectorize`, then add the dates."""
-    vec = _vectorize_module()
-    vec.vectorize(raster, out, classes=CHANGE_CLASSES, overwrite=overwrite)
-    import geopandas as gpd
+    """Loss and gain polygons of the change raster, with both dates, styled (one writer)."""
+    from geoseg.io.style import vector_qml
+    from geoseg.io.vector import write_vector
+    from geoseg.vectorize import class_polygons
 
-    frame = gpd.read_file(out)
-    col = next((c for c in ("class_id", "class", "value", "id") if c in frame.columns), None)
-    if col is not None:
-        frame = frame[frame[col].isin([LOSS, GAIN, "loss", "gain"])]
-    frame["change"] = [
-        "loss" if v in (LOSS, "loss") else "gain" for v in (frame[col] if col else [])
-    ]
-    if "area_ha" not in frame.columns:
-        frame["area_ha"] = frame.geometry.to_crs(frame.estimate_utm_crs()).area * _HA
+    frame, _, _ = class_polygons(raster, classes=CHANGE_CLASSES)
+    frame = frame[frame["class_id"].isin([LOSS, GAIN])].reset_index(drop=True)
+    frame["change"] = frame["class_name"]
     frame["date_before"] = date_before
     frame["date_after"] = date_after
-    with atomic_outputs([out], overwrite=True) as (tmp,):
-        frame.to_file(tmp, layer=out.stem)
+    shown = ClassMap(tuple(c for c in CHANGE_CLASSES if c.id in (LOSS, GAIN)))
+    write_vector(frame, out, qml=vector_qml(shown), layer=out.stem, overwrite=overwrite)

@@ -168,6 +168,8 @@ def quicklook(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from geoseg.area import pixel_areas_m2
+    from geoseg.grid import Grid
     from geoseg.io.atomic import atomic_outputs
     from geoseg.io.raster import open_raster
 
@@ -175,9 +177,10 @@ def quicklook(
         scale = max(1, int(np.ceil(max(ds.width, ds.height) / max_pixels)))
         shape = (max(1, ds.height // scale), max(1, ds.width // scale))
         lc_full = ds.read(1)
+        grid = Grid.from_dataset(ds)
         lc = ds.read(1, out_shape=shape)
         cmap = classes or _read_classes(ds)
-        px_km2 = abs(ds.transform.a * ds.transform.e) / 1e6
+        px_km2 = np.broadcast_to(pixel_areas_m2(grid, grid.full_window), lc_full.shape) / 1e6
         lc_nodata = ds.nodata if ds.nodata is not None else IGNORE_INDEX
     with open_raster(scene) as ds:
         bands = rgb_bands or _default_rgb(list(ds.descriptions), ds.count)
@@ -185,8 +188,9 @@ def quicklook(
         valid = np.asarray(~np.ma.getmaskarray(rgb).any(axis=0))
         rgb = rgb.filled(0)
 
-    counts = np.bincount(lc_full[lc_full != lc_nodata].ravel(), minlength=256)
-    areas = {c.name: round(float(counts[c.id]) * px_km2, 4) for c in cmap}
+    keep = lc_full != lc_nodata
+    km2 = np.bincount(lc_full[keep].ravel(), weights=px_km2[keep], minlength=256)
+    areas = {c.name: round(float(km2[c.id]), 4) for c in cmap}
     total = sum(areas.values()) or 1.0
 
     lut = np.ones((256, 3), dtype=np.float32)

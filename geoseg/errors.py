@@ -75,3 +75,13 @@ class GeosegWarning(UserWarning):
 
 class NodataWarning(GeosegWarning):
     """A raster has no nodata value set where one would be expected."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type name), at most ``limit`` chars.
+
+    For wrapping a library's error into a one-line geoseg message.
+    """
+    lines = str(exc).strip().splitlines()
+    msg = lines[0].strip() if lines else type(exc).__name__
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.align import block_windows, pixel_areas_m2
+from geoseg.align import block_windows
+from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.errors import EmptyResultError
 from geoseg.grid import Grid
@@ -422,7 +423,7 @@ def evaluate(
         scores=scores,
         area_adjusted=area,
         pixels_compared=total,
-        pixel_area_ha=grid.pixel_area * _HA,
+        pixel_area_ha=pixel_area_m2(grid) * _HA,
         outputs=paths,
     )
     with atomic_outputs(list(paths.values()), overwrite=overwrite) as (tj, tm, tp):

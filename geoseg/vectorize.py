@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,16 +44,19 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from geoseg.area import densify_length, pixel_area_m2, polygon_areas_m2
 from geoseg.classes import ClassInfo, ClassMap, default_color
-from geoseg.errors import ConfigError, EmptyResultError, OutputWriteError, RasterReadError
+from geoseg.errors import ConfigError, EmptyResultError, RasterReadError
 from geoseg.grid import Grid
 from geoseg.io.raster import valid_from_data
+from geoseg.io.vector import FORMATS, vector_format, vector_outputs, write_vector
 
 __all__ = [
     "FORMATS",
     "VectorFormat",
     "VectorizeReport",
     "block_windows",
+    "class_polygons",
     "parse_area",
     "polygonize_array",
     "sieve",
@@ -65,17 +67,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VectorFormat = Literal["gpkg", "parquet", "fgb", "geojson"]
-
-#: Output formats: name -> (OGR driver or None for GeoParquet via pyarrow, file suffixes).
-FORMATS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "gpkg": ("GPKG", (".gpkg",)),
-    "parquet": (None, (".parquet", ".geoparquet")),
-    "fgb": ("FlatGeobuf", (".fgb",)),
-    "geojson": ("GeoJSON", (".geojson", ".json")),
-}
-
-#: Fixed timestamp written into GeoPackages so reruns are byte-identical.
-FIXED_DATE = "2000-01-01T00:00:00.000Z"
 
 _AREA_RE = re.compile(
     r"^\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?P<unit>px|pixels?|m2|m²|sqm|ha|km2|km²)?\s*$"
@@ -673,22 +664,6 @@ def _class_map(ds: Any, band: int, found: Sequence[int]) -> ClassMap:
     )
 
 
-def _format_of(out: Path, fmt: str | None) -> str:
-    if fmt is not None:
-        key = fmt.lower()
-        if key not in FORMATS:
-            raise ConfigError(f"unknown vector format {fmt!r}; use one of {', '.join(FORMATS)}")
-        return key
-    suffix = out.suffix.lower()
-    for key, (_, suffixes) in FORMATS.items():
-        if suffix in suffixes:
-            return key
-    raise ConfigError(
-        f"{out}: cannot tell the format from the suffix {suffix!r}; use .gpkg, .parquet, "
-        ".fgb or .geojson, or pass --format"
-    )
-
-
 def _geodesic(geoms: np.ndarray, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
     from pyproj import CRS as ProjCRS
 
@@ -708,54 +683,6 @@ def _unit_factor(crs: CRS | None) -> float:
         return float(crs.linear_units_factor[1])
     except Exception:  # CRS without linear units
         return 1.0
-
-
-def _layer_styles(path: Path, layer: str, qml: str) -> None:
-    """Store ``qml`` as the default style of ``layer`` in the GeoPackage's ``layer_styles``."""
-    con = sqlite3.connect(path)
-    try:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
-            "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
-            "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), "
-            "update_time DATETIME)"
-        )
-        con.execute(
-            "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, "
-            "description, last_change) VALUES ('layer_styles', 'attributes', 'layer_styles', "
-            "'', ?)",
-            (FIXED_DATE,),
-        )
-        con.execute(
-            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
-            "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, "
-            "owner, ui, update_time) VALUES ('', '', ?, 'geom', ?, ?, '', 1, "
-            "'geoseg class style', '', NULL, ?)",
-            (layer, layer, qml, FIXED_DATE),
-        )
-        con.commit()
-    finally:
-        con.close()
-
-
-def _write(gdf: Any, path: Path, fmt: str, layer: str) -> None:
-    if fmt == "parquet":
-        gdf.to_parquet(path, index=False)
-        return
-    import pyogrio
-
-    driver = FORMATS[fmt][0]
-    options: dict[str, Any] = {}
-    if fmt == "gpkg":
-        options["GEOMETRY_NAME"] = "geom"
-    if fmt == "fgb":
-        options["SPATIAL_INDEX"] = "YES"
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": FIXED_DATE})
-    try:
-        pyogrio.write_dataframe(gdf, path, layer=layer, driver=driver, **options)
-    finally:
-        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
 
 
 @dataclass(frozen=True)
@@ -831,122 +758,34 @@ def vectorize(
     Raises:
         GeosegError: unreadable raster, bad options, existing output without ``overwrite``.
     """
-    from geoseg.io.atomic import atomic_outputs, check_output
-    from geoseg.io.raster import check_grid, open_raster
+    from geoseg.io.atomic import check_output
     from geoseg.io.style import vector_qml
 
     t0 = time.perf_counter()
     out_p = Path(out)
-    fmt = _format_of(out_p, format)
-    qml_path = out_p.with_suffix(".qml")
-    check_output(out_p, overwrite=overwrite)
-    if fmt != "gpkg":
-        check_output(qml_path, overwrite=overwrite)
-    if block_size <= 0 or int(block_size) != block_size:
-        raise ConfigError(f"block size must be a positive integer, got {block_size}")
-    if simplify is not None and (simplify < 0 or not math.isfinite(simplify)):
-        raise ConfigError(f"simplify tolerance must be a non-negative number, got {simplify}")
-    layer_name = layer or out_p.stem
-
-    with open_raster(raster) as ds:
-        grid = Grid.from_dataset(ds)
-        check_grid(grid, raster, require_crs=False)
-        if ds.count != 1:
-            log.info("%s: %d bands; vectorizing band 1", raster, ds.count)
-        if np.dtype(ds.dtypes[0]).kind not in "iu":
-            raise RasterReadError(
-                f"{raster}: band 1 is {ds.dtypes[0]}, not an integer class raster; "
-                "give a class map (e.g. the output of geoseg predict)"
-            )
-        if np.dtype(ds.dtypes[0]).itemsize > 4:
-            raise RasterReadError(
-                f"{raster}: {ds.dtypes[0]} is not supported; use uint8/16 or int16/32"
-            )
-        src_crs = ds.crs
-        geographic = bool(src_crs is not None and src_crs.is_geographic)
-        factor = _unit_factor(src_crs) if not geographic else 1.0
-        pixel_m2 = grid.pixel_area * factor**2
-        if geographic:
-            cx, cy = grid.transform * (grid.width / 2, grid.height / 2)
-            t = grid.transform
-            cell = shapely.box(cx, cy, cx + t.a, cy + t.e)
-            pixel_m2 = float(_geodesic(np.array([cell], dtype=object), src_crs)[0][0])
-        min_pixels = parse_area(min_area, pixel_m2) if min_area is not None else None
-
-        geoms, vals, nblocks = _polygonize_blocked(
-            str(raster), grid.shape, int(block_size), workers
-        )
-        if classes is None:
-            classes = _class_map(ds, 1, sorted({int(v) for v in np.unique(vals)}) or [0])
-
-    if min_pixels is not None and min_pixels > 0 and len(geoms):
-        geoms, vals = _sieve_polygons(geoms, vals, min_pixels)
-    if len(geoms) == 0:
-        raise EmptyResultError(f"{raster}: every pixel is nodata; nothing to vectorize")
-
-    # pixel -> CRS offsets from the grid origin (exact areas), simplify, then translate
-    t = grid.transform
-    if simplify:
-        # node the coverage: GDAL leaves no vertex where a neighbour's corner meets a straight
-        # edge, and coverage_simplify needs shared edges with the same vertices
-        geoms = shapely.segmentize(geoms, 1.0)
-    local = shapely.transform(geoms, lambda c: np.column_stack([t.a * c[:, 0], t.e * c[:, 1]]))
-    if simplify:
-        local = shapely.coverage_simplify(local, simplify, simplify_boundary=True)
-        local = shapely.normalize(shapely.make_valid(local))
-    crs_geoms = shapely.normalize(shapely.transform(local, lambda c: c + np.array([t.c, t.f])))
-    if geographic:
-        area_m2, perim_m = _geodesic(crs_geoms, src_crs)
-    else:
-        area_m2 = shapely.area(local) * factor**2
-        perim_m = shapely.length(local) * factor
-
-    import geopandas as gpd
-
-    known = {c.id: c.name for c in classes}
-    missing = sorted({int(v) for v in vals} - set(known))
-    if missing:
-        extra = ClassMap.from_ids(missing)
-        classes = ClassMap(classes.classes + extra.classes)
-        known.update({c.id: c.name for c in extra})
-    names = np.array([known[int(v)] for v in vals], dtype=object)
-    gdf = gpd.GeoDataFrame(
-        {
-            "class_id": vals.astype(np.int32),
-            "class_name": names,
-            "area_ha": area_m2 / 1e4,
-            "perimeter_m": perim_m,
-        },
-        geometry=crs_geoms,
-        crs=src_crs,
+    fmt = vector_format(out_p, format)
+    for p in vector_outputs(out_p, fmt):
+        check_output(p, overwrite=overwrite)
+    gdf, classes, nblocks = class_polygons(
+        raster,
+        min_area=min_area,
+        simplify=simplify,
+        block_size=block_size,
+        classes=classes,
+        workers=workers,
     )
     if to_crs is not None:
         gdf = gdf.to_crs(to_crs)
-    qml = vector_qml(
-        ClassMap(tuple(c for c in classes if c.id in set(vals.tolist()))) if len(vals) else classes
+    present = set(gdf["class_id"].tolist())
+    layer_name = layer or out_p.stem
+    paths = write_vector(
+        gdf,
+        out_p,
+        qml=vector_qml(ClassMap(tuple(c for c in classes if c.id in present))),
+        layer=layer_name,
+        format=fmt,
+        overwrite=overwrite,
     )
-    paths: list[Path] = [out_p] if fmt == "gpkg" else [out_p, qml_path]
-    import pyogrio.errors
-
-    with atomic_outputs(paths, overwrite=overwrite) as tmps:
-        try:
-            _write(gdf, tmps[0], fmt, layer_name)
-            if fmt == "gpkg":
-                _layer_styles(tmps[0], layer_name, qml)
-            else:
-                tmps[1].write_text(qml)
-        except (
-            OSError,
-            sqlite3.Error,
-            pyogrio.errors.DataSourceError,
-            pyogrio.errors.FeatureError,
-        ) as exc:
-            first = (
-                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            )
-            raise OutputWriteError(
-                f"{out_p}: writing failed ({first}); check free disk space or write elsewhere"
-            ) from exc
     per_class = gdf.groupby("class_name", sort=True)["area_ha"].sum()
     return VectorizeReport(
         path=out_p,
@@ -958,4 +797,125 @@ def vectorize(
         class_area_ha={str(k): float(v) for k, v in per_class.items()},
         seconds=time.perf_counter() - t0,
         sidecars=paths[1:],
+    )
+
+
+def class_polygons(
+    raster: str | os.PathLike[str],
+    *,
+    min_area: float | str | None = None,
+    simplify: float | None = None,
+    block_size: int = 2048,
+    classes: ClassMap | None = None,
+    workers: int | None = None,
+) -> tuple[Any, ClassMap, int]:
+    """The polygons :func:`vectorize` writes, as a GeoDataFrame in the raster's CRS.
+
+    Columns ``class_id``, ``class_name``, ``area_ha`` (true area, :mod:`geoseg.area`) and
+    ``perimeter_m``; arguments as :func:`vectorize`.
+
+    Returns:
+        ``(frame, classes, blocks)``: the polygons, the class map (with any ids the raster has
+        beyond ``classes``) and the number of blocks polygonized.
+    """
+    _check_options(block_size, simplify)
+    geoms, vals, nblocks, grid, classes, min_pixels = _polygonize_raster(
+        raster, min_area=min_area, block_size=int(block_size), classes=classes, workers=workers
+    )
+    if min_pixels is not None and min_pixels > 0 and len(geoms):
+        geoms, vals = _sieve_polygons(geoms, vals, min_pixels)
+    if len(geoms) == 0:
+        raise EmptyResultError(f"{raster}: every pixel is nodata; nothing to vectorize")
+    local, crs_geoms = _place(geoms, grid.transform, simplify)
+    classes = _with_missing(classes, vals)
+    return _frame(local, crs_geoms, vals, grid, classes), classes, nblocks
+
+
+def _check_options(block_size: int, simplify: float | None) -> None:
+    if block_size <= 0 or int(block_size) != block_size:
+        raise ConfigError(f"block size must be a positive integer, got {block_size}")
+    if simplify is not None and (simplify < 0 or not math.isfinite(simplify)):
+        raise ConfigError(f"simplify tolerance must be a non-negative number, got {simplify}")
+
+
+def _polygonize_raster(
+    raster: str | os.PathLike[str],
+    *,
+    min_area: float | str | None,
+    block_size: int,
+    classes: ClassMap | None,
+    workers: int | None,
+) -> tuple[np.ndarray, np.ndarray, int, Grid, ClassMap, float | None]:
+    """Check the class raster and polygonize it in blocks (pixel coordinates)."""
+    from geoseg.io.raster import check_grid, open_raster
+
+    with open_raster(raster) as ds:
+        grid = Grid.from_dataset(ds)
+        check_grid(grid, raster, require_crs=False)
+        if ds.count != 1:
+            log.info("%s: %d bands; vectorizing band 1", raster, ds.count)
+        dtype = np.dtype(ds.dtypes[0])
+        if dtype.kind not in "iu":
+            raise RasterReadError(
+                f"{raster}: band 1 is {dtype}, not an integer class raster; "
+                "give a class map (e.g. the output of geoseg predict)"
+            )
+        if dtype.itemsize > 4:
+            raise RasterReadError(f"{raster}: {dtype} is not supported; use uint8/16 or int16/32")
+        min_pixels = parse_area(min_area, pixel_area_m2(grid)) if min_area is not None else None
+        geoms, vals, nblocks = _polygonize_blocked(str(raster), grid.shape, block_size, workers)
+        if classes is None:
+            classes = _class_map(ds, 1, sorted({int(v) for v in np.unique(vals)}) or [0])
+    return geoms, vals, nblocks, grid, classes, min_pixels
+
+
+def _place(geoms: np.ndarray, t: Affine, simplify: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel polygons -> ``(local, crs)`` geometries, simplified once when asked.
+
+    ``local`` holds CRS offsets from the grid origin (exact lengths and simplification),
+    ``crs`` the CRS coordinates.
+    """
+    if simplify:
+        # node the coverage: GDAL leaves no vertex where a neighbour's corner meets a straight
+        # edge, and coverage_simplify needs shared edges with the same vertices
+        geoms = shapely.segmentize(geoms, 1.0)
+    local = shapely.transform(geoms, lambda c: np.column_stack([t.a * c[:, 0], t.e * c[:, 1]]))
+    if simplify:
+        local = shapely.coverage_simplify(local, simplify, simplify_boundary=True)
+        local = shapely.normalize(shapely.make_valid(local))
+    crs_geoms = shapely.normalize(shapely.transform(local, lambda c: c + np.array([t.c, t.f])))
+    return local, crs_geoms
+
+
+def _with_missing(classes: ClassMap, vals: np.ndarray) -> ClassMap:
+    """``classes`` plus a ``class_<id>`` entry for every id of ``vals`` it lacks."""
+    missing = sorted({int(v) for v in vals} - set(classes.ids))
+    if not missing:
+        return classes
+    return ClassMap(classes.classes + ClassMap.from_ids(missing).classes)
+
+
+def _frame(
+    local: np.ndarray, crs_geoms: np.ndarray, vals: np.ndarray, grid: Grid, classes: ClassMap
+) -> Any:
+    """The GeoDataFrame of the polygons with their class, true area and perimeter."""
+    import geopandas as gpd
+
+    crs = grid.crs
+    # true areas, the same as the pixels' (geoseg.area)
+    area_m2 = polygon_areas_m2(crs_geoms, crs, densify=densify_length(grid))
+    if crs is not None and crs.is_geographic:
+        _, perim_m = _geodesic(crs_geoms, crs)
+    else:
+        perim_m = shapely.length(local) * _unit_factor(crs)
+    names = {c.id: c.name for c in classes}
+    return gpd.GeoDataFrame(
+        {
+            "class_id": vals.astype(np.int32),
+            "class_name": np.array([names[int(v)] for v in vals], dtype=object),
+            "area_ha": area_m2 / 1e4,
+            "perimeter_m": perim_m,
+        },
+        geometry=crs_geoms,
+        crs=crs,
     )

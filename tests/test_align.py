@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 
-from geoseg.align import AlignedRaster, block_windows, grids_overlap, pixel_areas_m2
+from geoseg.align import AlignedRaster, block_windows, grids_overlap
 from geoseg.errors import GridError
 from geoseg.grid import Grid
 
@@ -50,13 +49,3 @@ def test_no_overlap_is_a_clear_error(raster_factory: Callable[..., Path]) -> Non
     assert not grids_overlap(far, Grid.from_bounds((500000, 4999900, 500100, 5000000), 10, 32633))
     with pytest.raises(GridError, match="does not overlap"):
         AlignedRaster(path, grid=far).__enter__()
-
-
-def test_pixel_areas_mercator_and_utm() -> None:
-    merc = Grid(crs=None, transform=Affine(30, 0, -6885690, 0, -30, 1857300), shape=(10, 10))
-    merc = merc.with_crs("EPSG:3395")
-    a = pixel_areas_m2(merc, merc.full_window)
-    # World Mercator at ~16.5°N: true area ≈ 900 m² · cos²(lat) (about 8 % smaller)
-    assert 0.90 * 900 < a.mean() < 0.93 * 900
-    utm = Grid.from_bounds((500000, 5000000, 500100, 5000100), 10, "EPSG:32633")
-    assert pixel_areas_m2(utm, utm.full_window) == pytest.approx(100, rel=2e-3)

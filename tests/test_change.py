@@ -138,6 +138,31 @@ def test_min_area_and_vector(tmp_path: Path, raster_factory: Callable[..., Path]
     assert (gdf["date_before"].iloc[0], gdf["date_after"].iloc[0]) == ("2019", "2021")
 
 
+def test_vector_keeps_its_qgis_style(tmp_path: Path, raster_factory: Callable[..., Path]) -> None:
+    """`change --vector` stores the loss/gain style in the GeoPackage (it used to be dropped)."""
+    import geopandas as gpd
+
+    from geoseg.io.vector import read_style
+
+    before = np.ones((20, 20), "uint8")
+    after = before.copy()
+    after[:5, :5] = 0
+    before[15:, 15:] = 0
+    out = tmp_path / "chg.gpkg"
+    change(
+        raster_factory("b.tif", before, nodata=255),
+        raster_factory("a.tif", after, nodata=255),
+        out=tmp_path / "chg.tif",
+        from_classes=[1],
+        vector=out,
+    )
+    gdf = gpd.read_file(out, layer="chg")
+    assert sorted(gdf["change"]) == ["gain", "loss"]
+    qml = read_style(out, "chg")
+    assert qml is not None and "<qgis" in qml
+    assert 'value="loss"' in qml and 'value="gain"' in qml and 'value="stable"' not in qml
+
+
 # ---- cloud masks ----------------------------------------------------------------------------
 def test_cloud_in_after_date_is_never_loss(
     tmp_path: Path, raster_factory: Callable[..., Path]

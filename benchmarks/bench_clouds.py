@@ -326,7 +326,10 @@ def osm_forest(scene: Path, out: Path) -> Path:
 
     with rasterio.open(scene) as ds:
         frame = gpd.read_file(OSM).to_crs(ds.crs)
-        shapes = [(g, 1 if c == "forest" else 0) for g, c in zip(frame.geometry, frame.fclass)]
+        shapes = [
+            (g, 1 if c == "forest" else 0)
+            for g, c in zip(frame.geometry, frame.fclass, strict=True)
+        ]
         lab = rasterize(shapes, out_shape=ds.shape, transform=ds.transform, fill=255)
         profile = {**ds.profile, "count": 1, "dtype": "uint8", "nodata": 255}
     with rasterio.open(out, "w", **profile) as dst:
@@ -473,7 +476,7 @@ def _change_png(
     rgb = np.clip(rgb / np.percentile(rgb, 99), 0, 1)
 
     def paint(loss: np.ndarray) -> np.ndarray:
-        img = np.full(loss.shape + (3,), 0.97, dtype=np.float32)
+        img = np.full((*loss.shape, 3), 0.97, dtype=np.float32)
         img[mapped] = (0.82, 0.82, 0.82)
         img[forest] = (0.55, 0.75, 0.55)
         img[mapped & (loss == 255)] = (0.55, 0.7, 0.95)  # not observed (cloud / shadow)
@@ -490,7 +493,7 @@ def _change_png(
         (paint(lp), f"loss without mask: {res['loss_ha_without_mask']} ha"),
         (paint(lm), f"loss with --cloud-mask: {res['loss_ha_with_predict_cloud_mask']} ha"),
     ]
-    for a, (img, title) in zip(ax.ravel(), panels):
+    for a, (img, title) in zip(ax.ravel(), panels, strict=True):
         a.imshow(img, interpolation="nearest")
         a.set_title(title, fontsize=10)
         a.axis("off")

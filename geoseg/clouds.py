@@ -160,8 +160,12 @@ def plan_clouds(
         ModelBundleError: not a cloud model, or the ``clouds`` extra is not installed.
     """
     from geoseg.runtime.contract import check_scene
-    from geoseg.runtime.sources import CSMASK_MODELS, contract_of
+    from geoseg.runtime.sources import CLOUDS_EXTRA, CSMASK_MODELS, contract_of, csmask_available
 
+    if not csmask_available():
+        raise ModelBundleError(
+            f"{path}: --cloud-mask needs the cloud/shadow models of ukis-csmask; {CLOUDS_EXTRA}"
+        )
     descriptions = list(dataset.descriptions)
     name = (
         auto_cloud_model(descriptions, path=path, tags=dict(dataset.tags()), bands=bands)

@@ -123,7 +123,8 @@ def _floats(value: str | None, what: str) -> list[float] | None:
     "--cloud-mask-out",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also write the cloud mask (0 clear, 1 cloud, 2 shadow) as a styled COG.",
+    help="Also write the cloud mask (0 clear, 1 cloud, 2 shadow) as a styled COG "
+    "(implies --cloud-mask).",
 )
 @click.option(
     "--cloud-bands",

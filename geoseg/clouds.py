@@ -427,6 +427,11 @@ class CloudMasker:
         return dataclasses.replace(band, valid=self.apply(band.window, band.ok))
 
     @property
+    def outputs(self) -> list[str]:
+        """The files it writes (the mask COG, when asked for)."""
+        return [str(self.mask_out)] if self.mask_out is not None else []
+
+    @property
     def masked_pixels(self) -> int:
         """Cloud and shadow pixels so far."""
         return self.cloud_pixels + self.shadow_pixels

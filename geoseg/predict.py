@@ -636,7 +636,8 @@ def _chip_size(contract: ModelContract, size: int | None, overlap: int | None) -
 
 
 def _stream(
-    loaded: sources.LoadedModel,
+    scene: PathLike,
+    engine: Engine,
     fit: SceneFit,
     p: _Plan,
     outputs: _Outputs,
@@ -668,7 +669,7 @@ def _stream(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
         with writer, clouds or contextlib.nullcontext():
             run = StreamingRun(
-                engine=loaded.engine,
+                engine=engine,
                 contract=fit.contract,
                 grid=p.grid,
                 windows=p.windows,
@@ -683,7 +684,7 @@ def _stream(
             run.finish()
             if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):  # nothing written
                 raise EmptyResultError(
-                    f"{where}: every pixel is nodata, nothing to predict; "
+                    f"{scene}: every pixel{where} is nodata, nothing to predict; "
                     "check the scene's nodata value (`geoseg info`)"
                 )
             t_close = time.perf_counter()
@@ -759,39 +760,37 @@ def predict(
     outputs = _check_outputs(
         out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
     )
-    loaded = sources.load(model, device=device, threads=threads)
-    size, overlap = _chip_size(loaded.contract, size, overlap)
+    contract, bundle = sources.open_model(model)
+    size, overlap = _chip_size(contract, size, overlap)
     scaling = {"reflectance": reflectance, "scale": scale, "offset": offset}
-    raw_main = cloud_mask is not None and loaded.contract.input == "raw"
+    raw_main = cloud_mask is not None and contract.input == "raw"
     fit = _fit_scene(
         scene,
-        loaded.contract,
+        contract,
         default=model is None or str(model) == sources.DEFAULT_MODEL,
         bands=bands,
         resample=resample,
         **({} if raw_main else scaling),
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
-    clouds = None
-    if cloud_mask is not None:
-        from geoseg.clouds import open_clouds
-
-        clouds = open_clouds(
-            scene,
-            main_indexes=fit.indexes,
-            grid=p.grid,
-            overlap=overlap,
-            model=cloud_mask,
-            bands=cloud_bands,
-            mask_out=cloud_mask_out,
-            overwrite=overwrite,
-            device=None if device is None else str(device),
-            threads=threads,
-            **scaling,  # type: ignore[arg-type]
-        )
-    where = f"{scene}" + (" inside the AOI" if aoi is not None else "")
+    clouds = _open_clouds(
+        scene,
+        fit,
+        p,
+        cloud_mask,
+        cloud_mask_out,
+        cloud_bands,
+        scaling,
+        overlap=overlap,
+        overwrite=overwrite,
+        device=device,
+        threads=threads,
+    )
+    where = " inside the AOI" if aoi is not None else ""
+    engine = sources.make_engine(contract, bundle, device=device, threads=threads)
     run = _stream(
-        loaded,
+        scene,
+        engine,
         fit,
         p,
         outputs,
@@ -803,19 +802,54 @@ def predict(
         where=where,
         clouds=clouds,
     )
-    result = outputs.rasters + ([str(clouds.mask_out)] if clouds and clouds.mask_out else [])
-    if vector is not None:
-        t0 = time.perf_counter()
-        from geoseg.vectorize import vectorize  # type: ignore[import-not-found,unused-ignore]
-
-        vectorize(outputs.out, vector, overwrite=overwrite)
-        run.seconds["vector"] = time.perf_counter() - t0
-        result.append(str(vector))
+    result = outputs.rasters + (clouds.outputs if clouds else [])
+    result += _vectorize(outputs, run, overwrite=overwrite)
     run.seconds["total"] = time.perf_counter() - t_start
     report = _report(scene, outputs, result, fit, p, run, size=size, overlap=overlap)
     report.clouds = clouds.report() if clouds is not None else None
     log.info("%s", report.summary())
     return report
+
+
+def _open_clouds(
+    scene: PathLike,
+    fit: SceneFit,
+    p: _Plan,
+    model: str | None,
+    mask_out: PathLike | None,
+    bands: Sequence[str | int] | None,
+    scaling: dict[str, Any],
+    **kw: Any,
+) -> CloudMasker | None:
+    """The cloud masker of ``--cloud-mask`` (:func:`geoseg.clouds.open_clouds`), or ``None``."""
+    if model is None:
+        return None
+    from geoseg.clouds import open_clouds
+
+    device = kw.pop("device")
+    return open_clouds(
+        scene,
+        main_indexes=fit.indexes,
+        grid=p.grid,
+        model=model,
+        bands=bands,
+        mask_out=mask_out,
+        device=None if device is None else str(device),
+        **scaling,
+        **kw,
+    )
+
+
+def _vectorize(outputs: _Outputs, run: StreamingRun, *, overwrite: bool) -> list[str]:
+    """Polygonize the class COG when ``--vector`` was asked for; the files written."""
+    if outputs.vector is None:
+        return []
+    t0 = time.perf_counter()
+    from geoseg.vectorize import vectorize  # type: ignore[import-not-found,unused-ignore]
+
+    vectorize(outputs.out, outputs.vector, overwrite=overwrite)
+    run.seconds["vector"] = time.perf_counter() - t0
+    return [str(outputs.vector)]
 
 
 def _report(

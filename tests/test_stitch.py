@@ -86,3 +86,56 @@ def test_uncovered_rows_are_flagged_and_bad_adds_refused() -> None:
         RowBandStitcher(shape=(100, 50), num_classes=2, overlap=8).add(
             Window(0, 0, 50, 32), np.ones((1, 32, 50))
         )
+
+
+def test_chip_stitcher_owns_release_and_validity() -> None:
+    """ChipStitcher = RowBandStitcher + row bookkeeping + validity; skipped chips stay uncovered."""
+    from geoseg.stitch import ChipStitcher
+
+    shape, size, overlap = (150, 120), 64, 16
+    rng = np.random.default_rng(1)
+    wins = plan_windows(shape, size, overlap)
+    chips = {
+        (int(w.row_off), int(w.col_off)): rng.random((2, 64, 64)).astype(np.float32) for w in wins
+    }
+    skipped = {(int(wins[-1].row_off), int(wins[-1].col_off))}  # the bottom-right chip
+    valid = np.ones(shape, dtype=bool)
+    valid[10:20, 30:40] = False
+    st = ChipStitcher(shape=shape, num_classes=2, overlap=overlap, windows=wins)
+    bands = []
+    for w in wins:
+        key = (int(w.row_off), int(w.col_off))
+        sl = np.s_[key[0] : key[0] + 64, key[1] : key[1] + 64]
+        got = st.skip(w, valid[sl] & False) if key in skipped else st.add(w, chips[key], valid[sl])
+        bands += got
+        for b in got:  # a band is only released once no chip still to come touches it
+            later = [
+                v
+                for v in wins[wins.index(w) + 1 :]
+                if int(v.row_off) < b.window.row_off + b.window.height
+            ]
+            assert not later
+    bands += st.finish()
+    assert sum(int(b.window.height) for b in bands) == shape[0]
+    ok = np.concatenate([b.ok for b in bands])
+    probs = np.concatenate([b.probabilities for b in bands], axis=1)
+    assert not ok[10:20, 30:40].any()  # invalid pixels are not written
+    r0, c0 = skipped.pop()
+    only_skipped = np.zeros(shape, dtype=bool)
+    only_skipped[r0:, c0:] = True
+    for w in wins[:-1]:
+        only_skipped[int(w.row_off) : int(w.row_off) + 64, int(w.col_off) : int(w.col_off) + 64] = (
+            False
+        )
+    assert only_skipped.any() and not ok[only_skipped].any()
+    acc = np.zeros((2, *shape))
+    wsum = np.zeros(shape)
+    for w in wins[:-1]:
+        sl = np.s_[int(w.row_off) : int(w.row_off) + 64, int(w.col_off) : int(w.col_off) + 64]
+        wt = chip_weights(w, shape, overlap)
+        acc[:, sl[0], sl[1]] += chips[(int(w.row_off), int(w.col_off))] * wt
+        wsum[sl] += wt
+    cov = wsum > 0
+    np.testing.assert_allclose(
+        probs[:, cov], (acc / np.where(cov, wsum, 1))[:, cov], rtol=1e-5, atol=1e-6
+    )

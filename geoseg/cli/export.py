@@ -16,7 +16,10 @@ from geoseg.cli.options import existing_path, overwrite_opt
 def export(model: str, onnx_out: str, overwrite: bool) -> None:
     """Export MODEL (a bundle from `geoseg train`) to ONNX with dynamic height and width.
 
-    The ONNX input is the normalised image (see the `normalization` metadata property).
+    The ONNX input is the normalised image (see the `normalization` metadata property), the
+    output class probabilities. The file carries geoseg's metadata and the QGIS Deepness
+    plugin's (class_names, resolution, tiles_size, standardization_mean/std...), so it runs in
+    `geoseg predict --model OUT.onnx` and in Deepness (docs/models.md).
 
     
     Example:

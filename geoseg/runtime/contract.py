@@ -353,8 +353,9 @@ def resolve_scaling(
 
     For a model that takes reflectance, in this order: ``reflectance`` (a preset name of
     :data:`REFLECTANCE_PRESETS`) or ``scale``/``offset`` as given; the scene's GDAL band
-    scales/offsets when any is set; nothing for floating-point bands (taken to hold
-    reflectance already). Integer bands without any of these are refused: a guess between
+    scales/offsets when any is set; the Sentinel-2 preset of the scene's
+    ``PROCESSING_BASELINE`` tag (:func:`sentinel2_baseline`); nothing for floating-point bands
+    (taken to hold reflectance already). Integer bands without any of these are refused: a guess between
     DN/10000 and (DN-1000)/10000 is what makes cloud masks wrong. A model that takes raw
     values refuses a scaling.
 
@@ -367,7 +368,8 @@ def resolve_scaling(
     if contract.input != "reflectance":
         if given is not None:
             raise BandMismatchError(
-                f"{contract.name} takes the raw band values it was trained on, not reflectance; "
+                f"{contract.path or contract.name} takes the raw band values it was trained on, "
+                "not reflectance; "
                 "drop --reflectance/--scale/--offset"
             )
         return None
@@ -377,6 +379,10 @@ def resolve_scaling(
     offsets = tuple(float(dataset.offsets[i - 1]) for i in indexes)
     if any(s != 1.0 for s in scales) or any(o != 0.0 for o in offsets):
         return scales, offsets
+    baseline = sentinel2_baseline(dataset)
+    if baseline is not None:
+        preset = REFLECTANCE_PRESETS["s2" if baseline >= 4.0 else "s2-pre04"]
+        return (preset[0],) * n, (preset[1],) * n
     dtypes = {np.dtype(dataset.dtypes[i - 1]) for i in indexes}
     if all(d.kind == "f" for d in dtypes):
         return None
@@ -386,6 +392,23 @@ def resolve_scaling(
         "(Sentinel-2 baseline 04.00+: (DN-1000)/10000), s2-pre04 (DN/10000), landsat-c2-l2 or "
         "landsat-c2-l1, or --scale/--offset (docs/models.md)"
     )
+
+
+def sentinel2_baseline(dataset: Any) -> float | None:
+    """The Sentinel-2 processing baseline in the scene's metadata (``PROCESSING_BASELINE``), if any.
+
+    GDAL's SENTINEL2 driver reports it for SAFE products; for a GeoTIFF stack, set it with
+    ``gdal_edit.py -mo PROCESSING_BASELINE=04.00 stack.tif``.
+    """
+    try:
+        tags = dataset.tags()
+    except Exception:  # a dataset without metadata domains (e.g. a WarpedVRT in some GDALs)
+        return None
+    value = tags.get("PROCESSING_BASELINE")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _given_scaling(

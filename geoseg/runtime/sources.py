@@ -45,7 +45,9 @@ __all__ = [
     "default_model_path",
     "list_models",
     "load",
+    "make_engine",
     "models_fitting",
+    "open_model",
     "registry",
 ]
 
@@ -392,8 +394,12 @@ def _is_onnx(path: Path) -> bool:
     return not head.startswith(b"PK") and not head.startswith(b"\x80")  # zip / pickle = torch
 
 
-def _open(model: PathLike | ModelBundle | None) -> tuple[ModelContract, ModelBundle | None]:
-    """The contract of ``model`` and, for a bundle, the bundle (read once)."""
+def open_model(model: PathLike | ModelBundle | None) -> tuple[ModelContract, ModelBundle | None]:
+    """The contract of ``model`` and, for a bundle, the bundle (read once); no engine yet.
+
+    ``predict`` checks the scene against the contract before it builds the engine
+    (:func:`make_engine`), so a scene that does not fit costs no network build.
+    """
     from geoseg.bundle import ModelBundle
 
     if isinstance(model, ModelBundle):
@@ -412,7 +418,7 @@ def _open(model: PathLike | ModelBundle | None) -> tuple[ModelContract, ModelBun
 
 def contract_of(model: PathLike | ModelBundle | None) -> ModelContract:
     """The contract of a model without building its engine (for listings and checks)."""
-    return _open(model)[0]
+    return open_model(model)[0]
 
 
 def load(
@@ -435,20 +441,30 @@ def load(
             the ``clouds`` extra missing for a csmask name.
         InputFileNotFoundError: no such file and no such name.
     """
+    contract, bundle = open_model(model)
+    return LoadedModel(
+        contract, make_engine(contract, bundle, device=device, threads=threads), bundle
+    )
+
+
+def make_engine(
+    contract: ModelContract,
+    bundle: ModelBundle | None = None,
+    *,
+    device: str | Any | None = None,
+    threads: int | None = None,
+) -> Engine:
+    """The engine of a model opened by :func:`open_model`: torch for a bundle, else ONNX Runtime."""
     from geoseg.runtime.engines import OrtEngine, TorchEngine
 
-    contract, bundle = _open(model)
     if bundle is not None:
-        return LoadedModel(
-            contract, TorchEngine.from_bundle(bundle, device=device, threads=threads), bundle
-        )
-    engine = OrtEngine(
+        return TorchEngine.from_bundle(bundle, device=device, threads=threads)
+    return OrtEngine(
         contract.path or "",
         output=contract.output,
         threads=threads,
         device=None if device is None else str(device),
     )
-    return LoadedModel(contract, engine)
 
 
 def list_models(paths: Sequence[PathLike] = ()) -> list[ModelContract]:

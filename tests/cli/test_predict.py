@@ -116,6 +116,54 @@ def test_predict_cli_text_summary(tmp_path: Path) -> None:
     assert "Seconds: read" in res.output and "Mpx/s" in res.output
 
 
+def test_predict_cli_reflectance_preset_equals_scale_offset(tmp_path: Path) -> None:
+    """--reflectance s2 and --scale 0.0001 --offset -0.1 are the same scaling, same bytes."""
+    import importlib.util
+
+    import pytest
+    from affine import Affine
+
+    if importlib.util.find_spec("ukis_csmask") is None:
+        pytest.skip("the clouds extra is not installed")
+    scene = write_raster(
+        tmp_path / "s2.tif",
+        width=96,
+        height=80,
+        count=4,
+        descriptions=["B02", "B03", "B04", "B08"],
+        transform=Affine(30.0, 0, 500000.0, 0, -30.0, 5000000.0),
+    )
+    outs = {}
+    for name, opts in {
+        "preset": ["--reflectance", "s2"],
+        "given": ["--scale", "0.0001", "--offset", "-0.1"],
+    }.items():
+        out = tmp_path / f"{name}.tif"
+        args = ["predict", str(scene), "-m", "csmask-4b-l1c", "-o", str(out), "--json", *opts]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        rep = json.loads(res.output)
+        assert rep["model_source"] == "csmask" and rep["reflectance"]["offset"] == [-0.1] * 4
+        with rasterio.open(out) as ds:
+            outs[name] = ds.read(1)
+            assert ds.tags()["GEOSEG_REFLECTANCE_OFFSET"] == "-0.1,-0.1,-0.1,-0.1"
+    assert (outs["preset"] == outs["given"]).all()
+    res = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(scene),
+            "-m",
+            "csmask-4b-l1c",
+            "-o",
+            str(tmp_path / "x.tif"),
+            "--scale",
+            "a",
+        ],
+    )
+    assert res.exit_code == 2 and "--scale" in res.output
+
+
 def test_predict_cli_cloud_mask(tmp_path: Path) -> None:
     import numpy as np
     import pytest

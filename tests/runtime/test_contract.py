@@ -133,6 +133,18 @@ def test_scaling_from_gdal_band_metadata(tmp_path: Path) -> None:
     assert got == ((1e-4,) * 6, (-0.1,) * 6)
 
 
+@pytest.mark.parametrize(("baseline", "offset"), [("04.00", -0.1), ("05.09", -0.1), ("02.04", 0.0)])
+def test_scaling_from_the_sentinel2_processing_baseline(
+    tmp_path: Path, baseline: str, offset: float
+) -> None:
+    p = _scene(tmp_path / "s.tif")
+    with rasterio.open(p, "r+") as ds:
+        ds.update_tags(PROCESSING_BASELINE=baseline)
+    with rasterio.open(p) as ds:
+        got = resolve_scaling(ds, (1, 2, 3, 4, 5, 6), reflectance_contract())
+    assert got == ((1e-4,) * 6, (offset,) * 6)
+
+
 def test_float_bands_are_taken_as_reflectance(tmp_path: Path) -> None:
     with rasterio.open(_scene(tmp_path / "s.tif", dtype="float32")) as ds:
         assert resolve_scaling(ds, (1, 2, 3, 4, 5, 6), reflectance_contract()) is None

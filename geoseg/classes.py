@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import colorsys
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,54 @@ class ClassMap:
         return cls(tuple(out))
 
     @classmethod
+    def from_tags(
+        cls,
+        tags: Mapping[str, str],
+        colormap: Mapping[int, Sequence[int]] | None = None,
+    ) -> ClassMap | None:
+        """The classes a geoseg raster stores, or None where it stores none (or bad ones).
+
+        Args:
+            tags: the band's tags: ``CLASS_IDS`` and ``CLASS_NAMES``, comma-separated, as
+                :class:`~geoseg.io.cog.CogWriter` writes them.
+            colormap: the band's colour table ``{id: (r, g, b[, a])}``; classes without an
+                entry get their default colour.
+        """
+        names, ids = tags.get("CLASS_NAMES"), tags.get("CLASS_IDS")
+        if not names or not ids:
+            return None
+        try:
+            id_list = [int(v) for v in ids.split(",")]
+        except ValueError:
+            return None
+        name_list = names.split(",")
+        if len(name_list) != len(id_list):
+            return None
+        cmap = colormap or {}
+        try:
+            return cls(
+                tuple(
+                    ClassInfo(
+                        id=i,
+                        name=n,
+                        color=_rgb(cmap[i]) if i in cmap else default_color(n, k),
+                    )
+                    for k, (i, n) in enumerate(zip(id_list, name_list, strict=True))
+                )
+            )
+        except ClassMapError:
+            return None
+
+    def recoloured(self, colormap: Mapping[int, Sequence[int]]) -> ClassMap:
+        """These classes with the colours of a colour table where it has them."""
+        return ClassMap(
+            tuple(
+                ClassInfo(c.id, c.name, _rgb(colormap[c.id]) if c.id in colormap else c.color)
+                for c in self.classes
+            )
+        )
+
+    @classmethod
     def from_records(
         cls, records: Iterable[Mapping[str, Any]], *, source: str = "class map"
     ) -> ClassMap:
@@ -227,6 +275,10 @@ class ClassMap:
 
         with atomic_outputs([path], overwrite=True) as (tmp,):
             tmp.write_text(yaml.safe_dump({"classes": self.to_records()}, sort_keys=False))
+
+
+def _rgb(entry: Sequence[int]) -> tuple[int, int, int]:
+    return (int(entry[0]), int(entry[1]), int(entry[2]))
 
 
 def _parse_color(value: Any, source: str) -> tuple[int, int, int]:

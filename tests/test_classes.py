@@ -35,3 +35,14 @@ def test_merged_keeps_existing_ids() -> None:
 def test_invalid_maps(records: list[dict[str, object]]) -> None:
     with pytest.raises(ClassMapError):
         ClassMap.from_records(records)
+
+
+def test_from_tags() -> None:
+    got = ClassMap.from_tags(
+        {"CLASS_IDS": "1,3", "CLASS_NAMES": "forest,water"}, {3: (1, 2, 3, 255)}
+    )
+    assert got is not None and got.ids == [1, 3] and got.names == ["forest", "water"]
+    assert got.by_id(3).color == (1, 2, 3)
+    assert ClassMap.from_tags({"CLASS_IDS": "1,2", "CLASS_NAMES": "a"}) is None
+    assert ClassMap.from_tags({"CLASS_IDS": "x", "CLASS_NAMES": "a"}) is None
+    assert ClassMap.from_tags({}) is None

@@ -13,6 +13,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError, RasterioIOError
 
+from geoseg.classes import ClassMap
 from geoseg.errors import (
     CRSError,
     GridError,
@@ -22,7 +23,14 @@ from geoseg.errors import (
 )
 from geoseg.grid import Grid
 
-__all__ = ["RasterInfo", "check_grid", "open_raster", "raster_info"]
+__all__ = [
+    "RasterInfo",
+    "check_grid",
+    "colour_table",
+    "open_raster",
+    "raster_classes",
+    "raster_info",
+]
 
 
 def _missing(path: str | os.PathLike[str]) -> bool:
@@ -81,6 +89,30 @@ def check_grid(grid: Grid, path: str | os.PathLike[str], *, require_crs: bool = 
         raise GridError(
             f"{path}: has no georeferencing (identity or zero pixel size); georeference it first"
         )
+
+
+def colour_table(ds: Any, band: int = 1) -> dict[int, tuple[int, ...]]:
+    """The colour table of a band of an open dataset (``{}`` where it has none)."""
+    try:
+        return {int(k): tuple(v) for k, v in ds.colormap(band).items()}
+    except ValueError:
+        return {}
+
+
+def raster_classes(
+    ds: Any, band: int = 1, *, found: Sequence[int] | None = None
+) -> ClassMap | None:
+    """Class names and colours of an open class raster: the one reader of them.
+
+    Its ``CLASS_IDS`` / ``CLASS_NAMES`` tags and colour table
+    (:meth:`~geoseg.classes.ClassMap.from_tags`); without tags, the class ids ``found``
+    named ``class_<id>`` and coloured from the colour table; else None.
+    """
+    cmap = colour_table(ds, band)
+    tagged = ClassMap.from_tags(ds.tags(band), cmap)
+    if tagged is not None or not found:
+        return tagged
+    return ClassMap.from_ids(found).recoloured(cmap)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 
 from geoseg.errors import CRSError, GeosegError, GridError, InputFileNotFoundError, RasterReadError
 from geoseg.grid import Grid
@@ -62,3 +64,33 @@ def test_real_jpeg2000(shared_data: Path) -> None:
     assert jp2s
     ri = raster_info(jp2s[0])
     assert ri.driver == "JP2OpenJPEG" and ri.crs == "EPSG:32633"
+
+
+def test_raster_classes_reads_tags_and_colours(tmp_path: Path) -> None:
+    from geoseg.classes import ClassMap
+    from geoseg.grid import Grid
+    from geoseg.io.cog import CogWriter
+    from geoseg.io.raster import raster_classes
+    from tests.data.rasters import write_raster
+
+    classes = ClassMap.from_records(
+        [
+            {"id": 1, "name": "forest", "color": [0, 100, 0]},
+            {"id": 4, "name": "water", "color": "#0000ff"},
+        ]
+    )
+    grid = Grid.from_bounds((0, 0, 40, 40), 10, "EPSG:32633")
+    out = tmp_path / "c.tif"
+    with CogWriter(out, grid=grid, dtype="uint8", nodata=255, classes=classes) as w:
+        w.write(np.ones((4, 4), "uint8"), grid.full_window)
+    with rasterio.open(out) as ds:
+        assert raster_classes(ds) == classes
+    # no tags: the ids found, coloured from the colour table; nothing found: None
+    plain = write_raster(tmp_path / "p.tif", np.ones((4, 4), "uint8"), dtype="uint8")
+    with rasterio.open(plain, "r+") as ds:
+        ds.write_colormap(1, {1: (9, 8, 7, 255)})
+    with rasterio.open(plain) as ds:
+        assert raster_classes(ds) is None
+        got = raster_classes(ds, found=[1, 2])
+    assert got is not None and got.names == ["class_1", "class_2"]
+    assert got.by_id(1).color == (9, 8, 7)

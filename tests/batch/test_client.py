@@ -1,4 +1,4 @@
-"""Batch workflows on Dask distributed: manifest, resume, failures, summary, a real kill."""
+"""geoseg.batch.client: runs on a real Dask cluster: failures, resume, a real kill, workers."""
 
 from __future__ import annotations
 
@@ -9,179 +9,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-import yaml
 
-from geoseg.batch import (
-    Manifest,
-    StageResult,
-    Unit,
-    class_areas,
-    plan_units,
-    run_workflow,
-    sha256_file,
+from geoseg.area import pixel_areas_m2
+from geoseg.batch import run_workflow, sha256_file
+from geoseg.grid import Grid
+from tests.batch.helpers import (
+    ROOT,
+    _worker_env,
+    make_scenes,
+    output_files,
+    trivial_stage,
+    write_workflow,
 )
-from geoseg.classes import ClassMap
-from geoseg.errors import ConfigError
-from geoseg.workflow import Workflow
-from tests.data.rasters import write_corrupt, write_raster
-
-ROOT = Path(__file__).resolve().parents[1]
-BANDS = ("B2", "B3", "B4")
-CLASSES = ClassMap.from_names(["forest", "grass", "water"])
+from tests.data.rasters import write_corrupt
 
 
-# ---- helpers -------------------------------------------------------------------------------
-def make_scenes(folder: Path, n: int, *, size: int = 64) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    from affine import Affine
-
-    return [
-        write_raster(
-            folder / f"scene_{i}.tif",
-            width=size,
-            height=size,
-            count=3,
-            seed=i,
-            descriptions=list(BANDS),
-            transform=Affine(10.0, 0, 500000.0 + i * size * 10, 0, -10.0, 5000000.0),
-        )
-        for i in range(n)
-    ]
-
-
-def write_workflow(path: Path, **doc: object) -> Path:
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def trivial_stage(
-    unit: Unit, workflow: Workflow, folder: Path, *, device: str | None, threads: int | None
-) -> StageResult:
-    """A stand-in for predict: class = band 1 mod 3 + 1, written with plain rasterio."""
-    from geoseg.io.raster import open_raster
-
-    with open_raster(unit.inputs[0]) as src:
-        data = (src.read(1) % 3 + 1).astype("uint8")
-        profile = {
-            "driver": "GTiff",
-            "width": src.width,
-            "height": src.height,
-            "count": 1,
-            "dtype": "uint8",
-            "crs": src.crs,
-            "transform": src.transform,
-            "nodata": 255,
-        }
-    out = folder / f"{unit.id}_classes.tif"
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(data, 1)
-    return StageResult(
-        raster=out, classes=CLASSES, areas=class_areas(out, classes=CLASSES), seconds={"x": 0.0}
-    )
-
-
-def output_files(root: Path) -> dict[str, bytes]:
-    """Every output file under ``root`` except the manifest (it holds timings)."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
-    }
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """A real LocalCluster with 2 single-threaded worker processes, shared by tests here."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as c:
-        yield c.scheduler_address
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from geoseg.bundle import ModelBundle
-
-    p = tmp_path_factory.mktemp("model") / "tiny.pt"
-    ModelBundle.random_init(
-        arch="fcn",
-        encoder="mobilenet_v2",
-        bands=BANDS,
-        classes=CLASSES,
-        seed=0,
-        chip_size=64,
-        overlap=16,
-        dtype="uint16",
-    ).save(p)
-    return p
-
-
-# ---- pure parts ----------------------------------------------------------------------------
-def test_plan_units_ids_are_unique_and_safe(tmp_path: Path) -> None:
-    wf = Workflow.model_validate(
-        {
-            "output": str(tmp_path / "o"),
-            "scenes": [str(tmp_path / "a" / "s 1.tif"), str(tmp_path / "b" / "s 1.tif")],
-            "stages": ["areas"],
-        }
-    )
-    assert [u.id for u in plan_units(wf)] == ["s_1", "b_s_1"]
-
-
-def test_class_areas_projected(tmp_path: Path) -> None:
-    data = np.array([[1, 1, 2], [3, 255, 1]], dtype="uint8")
-    p = write_raster(tmp_path / "c.tif", data, nodata=255)  # 10 m pixels
-    rows = class_areas(p, classes=CLASSES)
-    assert rows == [
-        {"class_id": 1, "class_name": "forest", "pixels": 3, "area_ha": 0.03},
-        {"class_id": 2, "class_name": "grass", "pixels": 1, "area_ha": 0.01},
-        {"class_id": 3, "class_name": "water", "pixels": 1, "area_ha": 0.01},
-    ]
-
-
-def test_class_areas_geographic(tmp_path: Path) -> None:
-    from affine import Affine
-
-    data = np.ones((10, 10), dtype="uint8")
-    p = write_raster(
-        tmp_path / "g.tif", data, crs="EPSG:4326", transform=Affine(0.01, 0, 0.0, 0, -0.01, 0.05)
-    )
-    (row,) = class_areas(p)
-    # 0.1° x 0.1° at the equator ≈ 11.12 km x 11.06 km ≈ 12 300 ha
-    assert row["class_name"] == "class_1" and 12_200 < row["area_ha"] < 12_400
-
-
-def test_manifest_round_trip_and_errors(tmp_path: Path) -> None:
-    m = Manifest(tmp_path / "manifest.json")
-    f = tmp_path / "units" / "a" / "x.tif"
-    f.parent.mkdir(parents=True)
-    f.write_bytes(b"abc")
-    m.units["a"] = {
-        "status": "done",
-        "fingerprint": "fp",
-        "outputs": {"units/a/x.tif": sha256_file(f)},
-    }
-    m.save()
-    m2 = Manifest.load(tmp_path / "manifest.json")
-    assert m2.is_done("a", "fp", tmp_path)
-    assert not m2.is_done("a", "other", tmp_path)
-    f.write_bytes(b"abd")
-    assert not m2.is_done("a", "fp", tmp_path)
-    (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(ConfigError, match=r"manifest.json: manifest cannot be read.*--no-resume"):
-        Manifest.load(tmp_path / "manifest.json")
-    assert not [p for p in tmp_path.iterdir() if ".geoseg-tmp-" in p.name]
-
-
-# ---- on a real cluster -------------------------------------------------------------------------
 def test_bad_scenes_are_reported_and_the_others_finish_then_resume(
     tmp_path: Path, cluster: str
 ) -> None:
@@ -333,13 +180,9 @@ def test_killed_run_resumes_to_byte_identical_outputs(tmp_path: Path, bundle_pat
     assert [k for k in got if got[k] != want[k]] == []
 
 
-def _worker_env() -> dict[str, str | None]:
-    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
-
-
 def test_local_workers_keep_glibc_malloc_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     # Dask's MALLOC_TRIM_THRESHOLD_=65536 makes every chip array a fresh mmap (+50 % predict time)
-    from geoseg.batch import _client
+    from geoseg.batch.client import _client
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with _client(None, 1, 2, False) as (client, n):
@@ -361,9 +204,12 @@ def test_shipped_landcover_workflow_runs(tmp_path: Path, sample_cache: Path) -> 
     classes_tif = tmp_path / "landcover" / "units" / unit / f"{unit}_classes.tif"
     with rasterio.open(scene) as sc, rasterio.open(classes_tif) as out:
         assert (out.crs, out.transform, out.shape) == (sc.crs, sc.transform, sc.shape)
-        valid = int((sc.dataset_mask() > 0).sum())
-        pixel_ha = abs(sc.transform.a * sc.transform.e) / 1e4
+        mask = sc.dataset_mask() > 0
+        valid = int(mask.sum())
+        grid = Grid.from_dataset(sc)
+    px_ha = np.broadcast_to(pixel_areas_m2(grid, grid.full_window), mask.shape) / 1e4
     rows = list(csv.DictReader((tmp_path / "landcover" / "summary" / "class_areas.csv").open()))
     assert sum(int(r["pixels"]) for r in rows) == valid  # every valid pixel has one class
-    assert sum(float(r["area_ha"]) for r in rows) == pytest.approx(valid * pixel_ha, rel=1e-6)
+    # true areas (geoseg.area), the same hectares vectorize, change and evaluate report
+    assert sum(float(r["area_ha"]) for r in rows) == pytest.approx(px_ha[mask].sum(), rel=1e-6)
     assert (classes_tif.with_suffix(".gpkg")).exists()

@@ -90,6 +90,10 @@ class CloudMaskOptions(StrictModel):
     write_mask: bool = Field(
         default=True, description="also write the mask COG <scene>_clouds.tif beside each map"
     )
+    bands: tuple[str | int, ...] | None = Field(
+        default=None,
+        description="scene bands for blue, green, red, nir[, swir16, swir22] (names or 1-based)",
+    )
 
 
 class VectorizeOptions(StrictModel):

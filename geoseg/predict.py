@@ -777,10 +777,10 @@ def predict(
         scene,
         fit,
         p,
-        cloud_mask,
-        cloud_mask_out,
-        cloud_bands,
-        scaling,
+        model=cloud_mask,
+        mask_out=cloud_mask_out,
+        bands=cloud_bands,
+        scaling=scaling,
         overlap=overlap,
         overwrite=overwrite,
         device=device,
@@ -815,28 +815,33 @@ def _open_clouds(
     scene: PathLike,
     fit: SceneFit,
     p: _Plan,
+    *,
     model: str | None,
     mask_out: PathLike | None,
     bands: Sequence[str | int] | None,
     scaling: dict[str, Any],
-    **kw: Any,
+    overlap: int,
+    overwrite: bool,
+    device: str | Any | None,
+    threads: int | None,
 ) -> CloudMasker | None:
     """The cloud masker of ``--cloud-mask`` (:func:`geoseg.clouds.open_clouds`), or ``None``."""
     if model is None:
         return None
     from geoseg.clouds import open_clouds
 
-    device = kw.pop("device")
     return open_clouds(
         scene,
         main_indexes=fit.indexes,
         grid=p.grid,
+        overlap=overlap,
         model=model,
         bands=bands,
         mask_out=mask_out,
+        overwrite=overwrite,
         device=None if device is None else str(device),
+        threads=threads,
         **scaling,
-        **kw,
     )
 
 

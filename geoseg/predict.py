@@ -1,12 +1,16 @@
-"""Predict a whole scene with a model bundle: plan -> read -> infer -> blend -> write.
+"""Predict a whole scene with any model: plan -> read -> infer -> blend -> write.
+
+The model comes from :mod:`geoseg.runtime` (a bundle, an ONNX file, a registered name): its
+:class:`~geoseg.runtime.contract.ModelContract` is checked against the scene before any work,
+and its :class:`~geoseg.runtime.engines.Engine` (torch or ONNX Runtime) runs the batches.
 
 * **plan**: chip windows on the scene grid (:func:`geoseg.grid.plan_windows`), dropping those
-  outside the AOI; the model contract (bands, dtype, resolution) is checked before any work.
+  outside the AOI; the contract (bands, dtype, pixel size, reflectance) is checked first.
 * **read**: a small thread pool reads the next chips (bands, validity mask) while the model
   runs; each thread has its own dataset handle (GDAL handles are not thread-safe).
-* **infer**: batches of normalised, reflect-padded chips; softmax probabilities. GPU with
-  mixed precision when present, else CPU (torch uses the cores).
-* **blend**: :class:`geoseg.stitch.RowBandStitcher` accumulates Hann-weighted probabilities
+* **infer**: batches of prepared (scaled, normalised, nodata 0), reflect-padded chips through
+  the engine; class probabilities. GPU when present, else CPU.
+* **blend**: :class:`geoseg.stitch.ChipStitcher` accumulates Hann-weighted probabilities
   for a band of rows and releases rows as soon as no chip still to come touches them.
 * **write**: released rows go straight into :class:`geoseg.io.cog.CogWriter` (class ids,
   optional probabilities and confidence) and are dropped.
@@ -234,6 +238,11 @@ def infer_batch(engine: Engine, chips: Sequence[Chip], contract: ModelContract) 
     x = contract.prepare(np.stack([c.data[:n] for c in chips]), np.stack([c.valid for c in chips]))
     h, w = x.shape[-2:]
     probs = engine(pad_to(x, *contract.pad_target(h, w)))
+    if probs.ndim != 4 or probs.shape[1] != contract.num_classes:
+        raise ModelBundleError(
+            f"{contract.path or contract.name}: the model returned shape {probs.shape} for "
+            f"{contract.num_classes} classes; its metadata does not describe its output"
+        )
     return np.ascontiguousarray(probs[..., :h, :w], dtype=np.float32)
 
 

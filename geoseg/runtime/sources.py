@@ -300,6 +300,21 @@ def _deepness_contract(
     )
 
 
+def _check_io(c: ModelContract, shape: list[int | str], n_out: int | None) -> ModelContract:
+    """The metadata must describe the graph: input bands and output classes where fixed."""
+    if isinstance(shape[1], int) and shape[1] != c.in_channels:
+        raise ModelBundleError(
+            f"{c.path}: the metadata names {c.in_channels} band(s) but the graph takes "
+            f"{shape[1]}; fix the metadata or re-export the model"
+        )
+    if n_out is not None and n_out != c.num_classes and not (n_out == 1 and c.num_classes == 2):
+        raise ModelBundleError(
+            f"{c.path}: the metadata names {c.num_classes} class(es) but the graph outputs "
+            f"{n_out} channel(s); fix class_names or re-export the model"
+        )
+    return c
+
+
 def _broadcast_stats(
     mean: list[float], std: list[float], n: int, path: Path
 ) -> tuple[list[float], list[float]]:
@@ -314,9 +329,9 @@ def _broadcast_stats(
 def _onnx_contract(path: Path, name: str) -> ModelContract:
     props, shape, n_out = _onnx_header(path)
     if "geoseg" in props:
-        return _geoseg_onnx_contract(path, props, name)
+        return _check_io(_geoseg_onnx_contract(path, props, name), shape, n_out)
     if any(k in props for k in DEEPNESS_KEYS):
-        return _deepness_contract(path, props, shape, n_out, name)
+        return _check_io(_deepness_contract(path, props, shape, n_out, name), shape, n_out)
     raise ModelBundleError(
         f"{path}: the ONNX model has no geoseg or Deepness metadata (bands, classes, "
         "normalisation); export it with `geoseg export`, or add Deepness properties "

@@ -247,6 +247,14 @@ def test_not_onnx_and_no_metadata_are_one_line_errors(tmp_path: Path) -> None:
         sources.load("csmask-9b")
 
 
+def test_metadata_that_does_not_describe_the_graph(tmp_path: Path) -> None:
+    three = _deepness_model(
+        tmp_path / "c3.onnx", {"class_names": json.dumps({"0": "a", "1": "b", "2": "c"})}
+    )
+    with pytest.raises(ModelBundleError, match=r"names 3 class\(es\) but the graph outputs 2"):
+        sources.load(three)
+
+
 def test_wrong_bands_for_an_onnx_model(exported: dict[str, Path], tmp_path: Path) -> None:
     scene = write_raster(tmp_path / "s3.tif", count=3, descriptions=["B2", "B3", "B4"])
     with pytest.raises(BandMismatchError, match=r"has 3 band\(s\).*expects 4 \(B2, B3, B4, B8\)"):
@@ -339,3 +347,25 @@ def test_clouds_extra_missing_names_the_pip_command(
     assert not any(n.startswith("csmask") for n in sources.registry())
     with pytest.raises(ModelBundleError, match=r"csmask-6b-l1c: .*pip install geoseg\[clouds\]"):
         sources.load("csmask-6b-l1c")
+
+
+def test_onnx_predict_never_imports_torch(exported: dict[str, Path], tmp_path: Path) -> None:
+    """An ONNX model runs without torch in the process (faster start, smaller installs later)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from geoseg.predict import predict; "
+        f"predict({str(exported['scene'])!r}, out={str(tmp_path / 'o.tif')!r}, "
+        f"model={str(exported['onnx'])!r}); print('torch' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "o.tif").exists()

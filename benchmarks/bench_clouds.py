@@ -233,25 +233,36 @@ def agreement(ref_path: Path, ours_path: Path) -> dict:
 
 
 def csmask_self_agreement(
-    path: Path, ref_path: Path, level: str, scale: float, offset: float, shifts: list[int]
+    path: Path,
+    ref_path: Path,
+    ours_path: Path,
+    level: str,
+    scale: float,
+    offset: float,
+    shifts: list[int],
 ) -> dict[str, float]:
     """CSmask against itself when its tiling moves: run on the scene without its first columns.
 
     The noise floor of any tiled prediction: the same model, the same pixels, tiles that start
-    elsewhere. Agreement with the full-scene CSmask on the pixels both cover.
+    elsewhere. Agreement with the full-scene CSmask on the pixels both cover; then geoseg's
+    agreement with CSmask on the *stable* pixels (those every shifted CSmask run agrees on).
     """
     from ukis_csmask.mask import CSmask
 
-    with rasterio.open(path) as ds, rasterio.open(ref_path) as r:
+    with rasterio.open(path) as ds, rasterio.open(ref_path) as r, rasterio.open(ours_path) as o:
         img = np.moveaxis(ds.read().astype(np.float32) * np.float32(scale) + offset, 0, -1)
         valid = ds.dataset_mask() > 0
-        ref = r.read(1)
+        ref, ours = r.read(1), o.read(1)
     out = {}
+    stable = valid.copy()
     for dx in shifts:
         sub = np.ascontiguousarray(img[:, dx:])
         csm = CSmask(sub, band_order=CSMASK_ORDER, product_level=level).csm[..., 0]
         ok = valid[:, dx:]
         out[f"shift_{dx}px"] = round(100.0 * float((csm == ref[:, dx:])[ok].mean()), 2)
+        stable[:, dx:] &= csm == ref[:, dx:]
+    out["stable_pixels_pct"] = round(100.0 * float(stable.mean()), 2)
+    out["geoseg_on_stable_pct"] = round(100.0 * float((ours == ref)[stable].mean()), 2)
     return out
 
 
@@ -307,7 +318,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
             }
             if size == 0:
                 row["csmask_vs_itself_pct"] = csmask_self_agreement(
-                    path, ref_out, level, scale, offset, [37, 100]
+                    path, ref_out, our_out, level, scale, offset, [37, 100]
                 )
             rows.append(row)
             print(_line(row), flush=True)

@@ -63,7 +63,7 @@ PathLike = str | os.PathLike[str]
 AUTO = "auto"
 CLEAR, CLOUD, SHADOW = 0, 1, 2
 #: Hints that a scene is surface reflectance (L2A / Landsat Collection 2 Level-2).
-_L2_HINT = re.compile(r"(L2A|MSIL2A|L2SP|BOA|(^|[^A-Z])SR_B\d)", re.IGNORECASE)
+_L2_HINT = re.compile(r"(L2A|L2SP|\bBOA\b|LEVEL[-_ ]?2|(^|[^A-Z])SR_B\d)", re.IGNORECASE)
 
 
 class ChipLike(Protocol):
@@ -105,7 +105,7 @@ def auto_cloud_model(
     """The csmask model a scene fits: 6 bands when SWIR is there, else 4; L2A or L1C.
 
     The level is L2A when the file name, band names or tags say so (``L2A``, ``L2SP``, ``BOA``,
-    Landsat ``SR_B*``), else L1C (top-of-atmosphere). With ``bands`` (``--cloud-bands``) their
+    ``Level-2A``, Landsat ``SR_B*``), else L1C (top-of-atmosphere). With ``bands`` (``--cloud-bands``) their
     count picks 4 or 6 bands.
 
     Raises:

@@ -34,6 +34,8 @@ def test_auto_cloud_model_from_bands_and_level() -> None:
     assert auto_cloud_model(["blue", "green", "red", "nir"], tags={"LEVEL": "BOA"}) == (
         "csmask-4b-l2a"
     )
+    assert auto_cloud_model(S2, tags={"PROCESSING_LEVEL": "Level-2A"}) == "csmask-6b-l2a"
+    assert auto_cloud_model(S2, tags={"NOTE": "aboard"}) == "csmask-6b-l1c"
     oli = ["SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"]
     assert auto_cloud_model(oli, bands=oli) == "csmask-6b-l2a"
     with pytest.raises(BandMismatchError, match="--cloud-bands"):

@@ -369,3 +369,15 @@ def test_onnx_predict_never_imports_torch(exported: dict[str, Path], tmp_path: P
     )
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "o.tif").exists()
+
+
+def test_csmask_without_statistics_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "model_6b_l1c.onnx").write_bytes(b"")
+    (tmp_path / "model_6b_l1c.json").write_text(json.dumps({"data": {"target_size": [256, 256]}}))
+    monkeypatch.setattr(sources, "csmask_dir", lambda: tmp_path)
+    with pytest.raises(
+        ModelBundleError, match=r"model_6b_l1c.json: the csmask statistics cannot be read"
+    ):
+        sources.load("csmask-6b-l1c")

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.align import AlignedRaster, block_windows
 from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassInfo, ClassMap
 from geoseg.errors import (
@@ -43,7 +42,8 @@ from geoseg.errors import (
     EmptyResultError,
     VectorReadError,
 )
-from geoseg.grid import Grid
+from geoseg.grid import Grid, block_windows
+from geoseg.io.align import AlignedRaster
 from geoseg.io.atomic import atomic_outputs, check_output
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
@@ -227,19 +227,6 @@ def date_of(path: str | os.PathLike[str], tags: dict[str, str] | None = None) ->
     return y.group(1) if y else stem
 
 
-def _class_map_from_tags(tags: dict[str, str]) -> ClassMap | None:
-    names, ids = tags.get("CLASS_NAMES"), tags.get("CLASS_IDS")
-    if not names or not ids:
-        return None
-    try:
-        return ClassMap.from_ids(
-            [int(i) for i in ids.split(",")],
-            dict(zip((int(i) for i in ids.split(",")), names.split(","), strict=True)),
-        )
-    except (ValueError, ClassMapError):
-        return None
-
-
 def resolve_classes(
     values: Sequence[int | str], classes: ClassMap | None, *, what: str, path: str
 ) -> list[int]:
@@ -325,7 +312,7 @@ def change(
             and gain are mapped, e.g. ``[1]`` for forest.
         to_classes: when given, loss is ``from -> to`` and gain is ``to -> from`` only.
         vector: optional polygons of loss and gain (GeoPackage...), with ``change``,
-            ``area_ha``, ``date_before`` and ``date_after`` attributes.
+            ``area_ha``, ``date_before`` and ``date_after`` attributes, styled for QGIS.
         aoi: optional polygons of areas of interest; writes a per-AOI CSV table.
         aoi_name_column: the AOI attribute holding each area's name.
         min_area: remove loss/gain patches smaller than this (the ``vectorize --min-area``
@@ -341,57 +328,28 @@ def change(
         overwrite: replace existing outputs.
 
     Returns:
-        A :class:`ChangeReport` with loss/gain pixels and hectares and the per-AOI table.
+        A :class:`ChangeReport` with loss/gain pixels and hectares (true areas,
+        :mod:`geoseg.area`) and the per-AOI table.
 
     Raises:
         GridError: a raster has no CRS or the two rasters do not overlap.
         OutputExistsError: an output exists and ``overwrite`` is false.
         EmptyResultError: no AOI polygon overlaps the map.
     """
-    from geoseg.io.cog import CogWriter
-
-    out_p = Path(out)
-    check_output(out_p, overwrite=overwrite)
-    vector_p = Path(vector) if vector is not None else None
-    table_p = (Path(table) if table is not None else out_p.with_suffix(".csv")) if aoi else None
-    for extra in (vector_p, table_p):
-        if extra is not None:
-            check_output(extra, overwrite=overwrite)
+    out_p, vector_p, table_p = _outputs(out, vector, table if aoi else None, aoi, overwrite)
 
     with contextlib.ExitStack() as stack:
         bsrc = stack.enter_context(AlignedRaster(before, grid=_grid_of(before)))
         grid = bsrc.grid
         asrc = stack.enter_context(AlignedRaster(after, grid=grid))
-        names = _class_map_from_tags(bsrc.band_tags) or _class_map_from_tags(asrc.band_tags)
-        from_ids = resolve_classes(from_classes, names, what="--from", path=str(before))
-        to_ids = (
-            resolve_classes(to_classes, names, what="--to", path=str(before))
-            if to_classes is not None
-            else None
-        )
-        if to_ids is not None and set(to_ids) & set(from_ids):
-            raise ClassMapError(
-                f"--from {from_ids} and --to {to_ids} share classes; give disjoint sets"
-            )
+        from_ids, to_ids = _class_ids(bsrc, asrc, from_classes, to_classes, before)
         d_before = before_date or date_of(before, bsrc.tags)
         d_after = after_date or date_of(after, asrc.tags)
         aois = _read_aoi(aoi, aoi_name_column, grid) if aoi is not None else None
         seen = _Observed((before_mask, after_mask), grid=grid, values=mask_values, stack=stack)
-
-        def raw_blocks() -> Iterator[tuple[Window, np.ndarray]]:
-            for window in block_windows(grid.shape, _BLOCK):
-                b, bvalid = bsrc.read(window)
-                a, avalid = asrc.read(window)
-                valid = seen.apply(window, bvalid & avalid)
-                yield (
-                    window,
-                    change_codes(b, a, valid, from_classes=from_ids, to_classes=to_ids),
-                )
-
-        blocks: Iterator[tuple[Window, np.ndarray]] = raw_blocks()
+        blocks = _code_blocks(bsrc, asrc, from_ids=from_ids, to_ids=to_ids, seen=seen)
         if min_area is not None:
-            blocks = _sieved(blocks, grid, min_area, stack, out_p)
-
+            blocks = _sieved(blocks, grid, min_area)
         tags = {
             "GEOSEG_PRODUCT": "change",
             "BEFORE": Path(before).name,
@@ -399,59 +357,17 @@ def change(
             "DATE_BEFORE": d_before,
             "DATE_AFTER": d_after,
             "FROM_CLASSES": ",".join(map(str, from_ids)),
-            "TO_CLASSES": ",".join(map(str, to_ids)) if to_ids else "",
-            "MIN_AREA": str(min_area) if min_area is not None else "",
+            "TO_CLASSES": ",".join(map(str, to_ids or [])),
+            "MIN_AREA": "" if min_area is None else str(min_area),
             **seen.tags(),
         }
-        counts = np.zeros(256, dtype=np.int64)
-        loss_ha = gain_ha = 0.0
-        n_aoi = len(aois.names) if aois else 0
-        aoi_px = np.zeros((n_aoi, 2), dtype=np.int64)
-        aoi_ha = np.zeros((n_aoi, 3), dtype=np.float64)
-        n_blocks = len(block_windows(grid.shape, _BLOCK))
-        with CogWriter(
-            out_p,
-            grid=grid,
-            dtype="uint8",
-            nodata=IGNORE_INDEX,
-            classes=CHANGE_CLASSES,
-            tags=tags,
-            overwrite=overwrite,
-        ) as writer:
-            for window, codes in progress(blocks, total=n_blocks, desc="change", unit="block"):
-                writer.write(codes, window)
-                counts += np.bincount(codes.ravel(), minlength=256)
-                areas = pixel_areas_m2(grid, window) * _HA
-                is_loss, is_gain = codes == LOSS, codes == GAIN
-                loss_ha += float((areas * is_loss).sum())
-                gain_ha += float((areas * is_gain).sum())
-                if aois is not None:
-                    _aoi_block(aois, grid, window, codes, areas, aoi_px, aoi_ha)
-
-    aoi_rows = (
-        [
-            AoiChange(
-                name=aois.names[i],
-                loss_ha=float(aoi_ha[i, 0]),
-                gain_ha=float(aoi_ha[i, 1]),
-                loss_pixels=int(aoi_px[i, 0]),
-                gain_pixels=int(aoi_px[i, 1]),
-                observed_ha=float(aoi_ha[i, 2]),
-            )
-            for i in range(n_aoi)
-        ]
-        if aois
-        else []
-    )
+        tally = _write_change_map(out_p, grid, blocks, aois, tags=tags, overwrite=overwrite)
+    aoi_rows = tally.aoi_rows(aois)
     if table_p is not None:
         _write_table(table_p, aoi_rows, overwrite=overwrite)
     if vector_p is not None:
         _write_vector(
-            out_p,
-            vector_p,
-            date_before=d_before,
-            date_after=d_after,
-            overwrite=overwrite,
+            out_p, vector_p, date_before=d_before, date_after=d_after, overwrite=overwrite
         )
     report = ChangeReport(
         out=out_p,
@@ -462,12 +378,7 @@ def change(
         from_classes=from_ids,
         to_classes=to_ids,
         grid=grid,
-        loss_pixels=int(counts[LOSS]),
-        gain_pixels=int(counts[GAIN]),
-        stable_pixels=int(counts[STABLE]),
-        nodata_pixels=int(counts[IGNORE_INDEX]),
-        loss_ha=loss_ha,
-        gain_ha=gain_ha,
+        **tally.totals(),
         min_area=str(min_area) if min_area is not None else None,
         vector=vector_p,
         table=table_p,
@@ -479,6 +390,142 @@ def change(
     )
     log.info("change: %s", report.summary().splitlines()[0])
     return report
+
+
+def _outputs(
+    out: str | os.PathLike[str],
+    vector: str | os.PathLike[str] | None,
+    table: str | os.PathLike[str] | None,
+    aoi: str | os.PathLike[str] | None,
+    overwrite: bool,
+) -> tuple[Path, Path | None, Path | None]:
+    """The output paths (the AOI table defaults to ``out`` as ``.csv``), checked up front."""
+    out_p = Path(out)
+    vector_p = Path(vector) if vector is not None else None
+    table_p = (Path(table) if table is not None else out_p.with_suffix(".csv")) if aoi else None
+    for p in (out_p, vector_p, table_p):
+        if p is not None:
+            check_output(p, overwrite=overwrite)
+    return out_p, vector_p, table_p
+
+
+def _class_ids(
+    bsrc: AlignedRaster,
+    asrc: AlignedRaster,
+    from_classes: Sequence[int | str],
+    to_classes: Sequence[int | str] | None,
+    before: str | os.PathLike[str],
+) -> tuple[list[int], list[int] | None]:
+    """The ``--from`` and ``--to`` class ids (names resolved with the rasters' class names)."""
+    names = ClassMap.from_tags(bsrc.band_tags) or ClassMap.from_tags(asrc.band_tags)
+    from_ids = resolve_classes(from_classes, names, what="--from", path=str(before))
+    to_ids = (
+        resolve_classes(to_classes, names, what="--to", path=str(before))
+        if to_classes is not None
+        else None
+    )
+    if to_ids is not None and set(to_ids) & set(from_ids):
+        raise ClassMapError(
+            f"--from {from_ids} and --to {to_ids} share classes; give disjoint sets"
+        )
+    return from_ids, to_ids
+
+
+def _code_blocks(
+    bsrc: AlignedRaster,
+    asrc: AlignedRaster,
+    *,
+    from_ids: Sequence[int],
+    to_ids: Sequence[int] | None,
+    seen: _Observed | None = None,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """``(window, change codes)`` for every block of BEFORE's grid (``seen``: cloud masks)."""
+    for window in block_windows(bsrc.grid.shape, _BLOCK):
+        b, bvalid = bsrc.read(window)
+        a, avalid = asrc.read(window)
+        valid = bvalid & avalid if seen is None else seen.apply(window, bvalid & avalid)
+        yield window, change_codes(b, a, valid, from_classes=from_ids, to_classes=to_ids)
+
+
+@dataclass
+class _Tally:
+    """Pixel counts and true hectares of loss and gain, over the map and inside each AOI."""
+
+    n_aoi: int
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+    loss_ha: float = 0.0
+    gain_ha: float = 0.0
+    aoi_px: np.ndarray = field(init=False)
+    aoi_ha: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.aoi_px = np.zeros((self.n_aoi, 2), dtype=np.int64)
+        self.aoi_ha = np.zeros((self.n_aoi, 3), dtype=np.float64)
+
+    def add(self, grid: Grid, window: Window, codes: np.ndarray, aois: _Aoi | None) -> None:
+        """Count one block of change codes."""
+        self.counts += np.bincount(codes.ravel(), minlength=256)
+        areas = pixel_areas_m2(grid, window) * _HA
+        self.loss_ha += float((areas * (codes == LOSS)).sum())
+        self.gain_ha += float((areas * (codes == GAIN)).sum())
+        if aois is not None:
+            _aoi_block(aois, grid, window, codes, areas, self.aoi_px, self.aoi_ha)
+
+    def totals(self) -> dict[str, Any]:
+        """The :class:`ChangeReport` fields of the whole map."""
+        return {
+            "loss_pixels": int(self.counts[LOSS]),
+            "gain_pixels": int(self.counts[GAIN]),
+            "stable_pixels": int(self.counts[STABLE]),
+            "nodata_pixels": int(self.counts[IGNORE_INDEX]),
+            "loss_ha": self.loss_ha,
+            "gain_ha": self.gain_ha,
+        }
+
+    def aoi_rows(self, aois: _Aoi | None) -> list[AoiChange]:
+        """One :class:`AoiChange` per AOI polygon."""
+        if aois is None:
+            return []
+        return [
+            AoiChange(
+                name=aois.names[i],
+                loss_ha=float(self.aoi_ha[i, 0]),
+                gain_ha=float(self.aoi_ha[i, 1]),
+                loss_pixels=int(self.aoi_px[i, 0]),
+                gain_pixels=int(self.aoi_px[i, 1]),
+                observed_ha=float(self.aoi_ha[i, 2]),
+            )
+            for i in range(len(aois.names))
+        ]
+
+
+def _write_change_map(
+    out: Path,
+    grid: Grid,
+    blocks: Iterator[tuple[Window, np.ndarray]],
+    aois: _Aoi | None,
+    *,
+    tags: dict[str, str],
+    overwrite: bool,
+) -> _Tally:
+    """Stream the change blocks into the styled COG, counting them as they pass."""
+    from geoseg.io.cog import CogWriter
+
+    tally = _Tally(n_aoi=len(aois.names) if aois else 0)
+    n_blocks = len(block_windows(grid.shape, _BLOCK))
+    with CogWriter(
+        out,
+        grid=grid,
+        dtype="uint8",
+        nodata=IGNORE_INDEX,
+        classes=CHANGE_CLASSES,
+        tags=tags,
+        overwrite=overwrite,
+    ) as writer:
+        for window, codes in progress(blocks, total=n_blocks, desc="change", unit="block"):
+            writer.write(codes, window)
+            tally.add(grid, window, codes, aois)
+    return tally
 
 
 # ---- cloud masks: where a date was observed -------------------------------------------------
@@ -589,11 +636,7 @@ def _write_table(path: Path, rows: list[AoiChange], *, overwrite: bool) -> None:
 
 
 def _sieved(
-    blocks: Iterator[tuple[Window, np.ndarray]],
-    grid: Grid,
-    min_area: str | float,
-    stack: contextlib.ExitStack,
-    out: Path,
+    blocks: Iterator[tuple[Window, np.ndarray]], grid: Grid, min_area: str | float
 ) -> Iterator[tuple[Window, np.ndarray]]:
     """Apply the ``--min-area`` rule of :mod:`geoseg.vectorize` to the change blocks.
 

@@ -110,23 +110,11 @@ def _stretch(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _read_classes(ds: Any) -> ClassMap:
-    """The class map of a geoseg class raster: ``CLASS_IDS``/``CLASS_NAMES`` tags + colours."""
-    from geoseg.classes import ClassInfo
+    """The class map of a class raster: its tags and colours, else its coloured ids."""
+    from geoseg.io.raster import colour_table, raster_classes
 
-    tags = ds.tags(1)
-    ids = [int(v) for v in tags.get("CLASS_IDS", "").split(",") if v.strip()]
-    names = tags.get("CLASS_NAMES", "").split(",")
-    try:
-        colors = {int(k): tuple(int(x) for x in v[:3]) for k, v in ds.colormap(1).items()}
-    except ValueError:
-        colors = {}
-    if not ids or len(names) != len(ids):
-        ids = sorted(k for k, v in colors.items() if k != IGNORE_INDEX and any(v))
-        names = [f"class_{i}" for i in ids]
-    base = ClassMap.from_ids(ids, dict(zip(ids, names, strict=True)))
-    return ClassMap(
-        tuple(ClassInfo(c.id, c.name, colors.get(c.id, c.color)) for c in base)  # type: ignore[arg-type]
-    )
+    found = sorted(k for k, v in colour_table(ds).items() if k != IGNORE_INDEX and any(v[:3]))
+    return raster_classes(ds, found=found) or ClassMap.from_ids(found)
 
 
 def _default_rgb(descriptions: list[str | None], count: int) -> tuple[int, int, int]:
@@ -162,10 +150,7 @@ def quicklook(
     Returns:
         Area per class name in km² (classes with no pixels included, as 0).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
     from matplotlib.patches import Patch
 
     from geoseg.area import pixel_areas_m2
@@ -203,7 +188,8 @@ def quicklook(
         crop = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         rgb, valid, lc_rgb = rgb[(slice(None), *crop)], valid[crop], lc_rgb[crop]
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2), constrained_layout=True)
+    fig = Figure(figsize=(12, 6.2), layout="constrained")
+    axes = fig.subplots(1, 2)
     axes[0].imshow(_stretch(rgb, valid), interpolation="nearest")
     axes[0].set_title(f"{Path(scene).name} (bands {', '.join(map(str, bands))})")
     axes[1].imshow(lc_rgb, interpolation="nearest")
@@ -229,7 +215,6 @@ def quicklook(
     )
     with atomic_outputs([out], overwrite=overwrite) as (tmp,):
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
     return areas
 
 

@@ -31,11 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.align import block_windows
 from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.errors import EmptyResultError
-from geoseg.grid import Grid
+from geoseg.grid import Grid, block_windows
 from geoseg.io.atomic import atomic_outputs, check_output
 from geoseg.log import progress
 from geoseg.metrics import ConfusionMatrix, scores_from_confusion
@@ -299,50 +298,39 @@ def _nan_to_none(obj: Any) -> Any:
 
 
 def _plot_confusion(path: Path, cm: np.ndarray, names: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     rows = cm.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(rows > 0, cm / rows, 0.0)
     k = len(names)
     size = 2.5 + 0.6 * k
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
-    try:
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(k), labels=names, rotation=45, ha="right")
-        ax.set_yticks(range(k), labels=names)
-        ax.set_xlabel("prediction")
-        ax.set_ylabel("reference")
-        ax.set_title("Confusion matrix (row-normalised; counts)")
-        if k <= 20:
-            for i in range(k):
-                for j in range(k):
-                    ax.text(
-                        j,
-                        i,
-                        f"{norm[i, j]:.2f}\n{int(cm[i, j])}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black",
-                    )
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        fig.tight_layout()
-        fig.savefig(path, format="png", metadata={"Software": None})
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(size + 1, size), dpi=100)
+    ax = fig.subplots()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), labels=names, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("reference")
+    ax.set_title("Confusion matrix (row-normalised; counts)")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}\n{int(cm[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})
 
 
 # ---- the operation --------------------------------------------------------------------------
-def _prediction_classes(tags: dict[str, str]) -> ClassMap | None:
-    from geoseg.change import _class_map_from_tags
-
-    return _class_map_from_tags(tags)
-
-
 def evaluate(
     prediction: str | os.PathLike[str],
     *,
@@ -368,7 +356,7 @@ def evaluate(
         LabelError: the reference cannot be used or lies outside the prediction.
         EmptyResultError: no pixel has both a prediction and a reference.
     """
-    from geoseg.io.raster import check_grid, open_raster
+    from geoseg.io.raster import check_grid, open_raster, raster_classes
     from geoseg.labels import load_labels
 
     paths = report_paths(out)
@@ -379,7 +367,7 @@ def evaluate(
     with open_raster(prediction) as ds:
         grid = Grid.from_dataset(ds)
         check_grid(grid, prediction)
-        pred_classes = _prediction_classes(dict(ds.tags(1)))
+        pred_classes = raster_classes(ds)
         labels = load_labels(
             reference if isinstance(reference, str | os.PathLike) else list(reference),
             class_column=class_column,

@@ -31,6 +31,7 @@ __all__ = [
     "Grid",
     "axis_starts",
     "blend_weights",
+    "block_windows",
     "check_chip_size",
     "plan_windows",
     "ramp",
@@ -286,3 +287,19 @@ def blend_weights(
     wy = _axis_weights(r0, h, height, overlap, kind)
     wx = _axis_weights(c0, w, width, overlap, kind)
     return np.outer(wy, wx).astype(np.float32)
+
+
+def block_windows(shape: tuple[int, int], size: int = 1024) -> list[Window]:
+    """Non-overlapping windows of at most ``size`` x ``size`` covering ``shape`` (h, w), row-major.
+
+    The one block-window helper (change, evaluate, vectorize, aligned reads): the last row and
+    column of blocks are smaller where ``size`` does not divide the shape.
+    """
+    if size <= 0:
+        raise GridError(f"block size must be positive, got {size}")
+    height, width = shape
+    return [
+        Window(col, row, min(size, width - col), min(size, height - row))
+        for row in range(0, height, size)
+        for col in range(0, width, size)
+    ]

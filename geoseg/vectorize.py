@@ -45,9 +45,9 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geoseg.area import densify_length, pixel_area_m2, polygon_areas_m2
-from geoseg.classes import ClassInfo, ClassMap, default_color
+from geoseg.classes import ClassMap
 from geoseg.errors import ConfigError, EmptyResultError, RasterReadError
-from geoseg.grid import Grid
+from geoseg.grid import Grid, block_windows
 from geoseg.io.raster import valid_from_data
 from geoseg.io.vector import FORMATS, vector_format, vector_outputs, write_vector
 
@@ -55,7 +55,6 @@ __all__ = [
     "FORMATS",
     "VectorFormat",
     "VectorizeReport",
-    "block_windows",
     "class_polygons",
     "parse_area",
     "polygonize_array",
@@ -462,16 +461,6 @@ def _components(n: int, edges: Sequence[tuple[int, int]]) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def block_windows(shape: tuple[int, int], block_size: int) -> list[Window]:
-    """Non-overlapping row-major blocks of ``block_size`` (smaller at the right and bottom)."""
-    height, width = shape
-    return [
-        Window(c, r, min(block_size, width - c), min(block_size, height - r))
-        for r in range(0, height, block_size)
-        for c in range(0, width, block_size)
-    ]
-
-
 def _merge_row(
     row_off: int,
     row_windows: Sequence[Window],
@@ -625,43 +614,19 @@ def _sieve_polygons(
 
 # ---- classes, attributes, writing ------------------------------------------------------------
 def _class_map(ds: Any, band: int, found: Sequence[int]) -> ClassMap:
-    tags = ds.tags(band)
-    names_tag, ids_tag = tags.get("CLASS_NAMES"), tags.get("CLASS_IDS")
-    if names_tag and ids_tag:
-        names = names_tag.split(",")
-        ids = [int(v) for v in ids_tag.split(",")]
-        if len(names) == len(ids):
-            try:
-                cmap = ds.colormap(band)
-            except ValueError:
-                cmap = {}
-            return ClassMap(
-                tuple(
-                    ClassInfo(
-                        id=i, name=n, color=tuple(cmap[i][:3]) if i in cmap else default_color(n, k)
-                    )
-                    for k, (i, n) in enumerate(zip(ids, names, strict=True))
-                )
-            )
+    """The raster's classes (:func:`geoseg.io.raster.raster_classes`), else ``class_<id>``."""
+    from geoseg.io.raster import raster_classes
+
+    tagged = raster_classes(ds, band)
+    if tagged is not None:
+        return tagged
     bad = [v for v in found if not 0 <= v <= 254]
     if bad:
         raise ConfigError(
             f"{ds.name}: class values {bad[:5]} are outside 0..254; pass classes= or "
             "rescale the raster to class ids"
         )
-    try:
-        cmap = ds.colormap(band)
-    except ValueError:
-        cmap = {}
-    base = ClassMap.from_ids(found)
-    return ClassMap(
-        tuple(
-            ClassInfo(
-                id=c.id, name=c.name, color=tuple(cmap[c.id][:3]) if c.id in cmap else c.color
-            )  # type: ignore[arg-type]
-            for c in base
-        )
-    )
+    return raster_classes(ds, band, found=found) or ClassMap.from_ids(found)
 
 
 def _geodesic(geoms: np.ndarray, crs: CRS) -> tuple[np.ndarray, np.ndarray]:

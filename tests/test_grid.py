@@ -11,7 +11,15 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geoseg.errors import ChipSizeError, GridError
-from geoseg.grid import Grid, axis_starts, blend_weights, plan_windows, ramp, windows_by_row
+from geoseg.grid import (
+    Grid,
+    axis_starts,
+    blend_weights,
+    block_windows,
+    plan_windows,
+    ramp,
+    windows_by_row,
+)
 
 sizes = st.integers(min_value=1, max_value=300)
 
@@ -151,3 +159,11 @@ def test_grid_from_bounds_keeps_last_partial_pixel() -> None:
 def test_grid_rejects_bad_shapes(shape: tuple[int, int]) -> None:
     with pytest.raises(GridError):
         Grid(None, Affine.identity(), shape)
+
+
+def test_block_windows_cover_once() -> None:
+    wins = block_windows((50, 70), 32)
+    hits = np.zeros((50, 70), int)
+    for w in wins:
+        hits[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
+    assert (hits == 1).all() and len(wins) == 6

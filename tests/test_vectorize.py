@@ -18,9 +18,8 @@ from scipy import ndimage
 
 from geoseg.area import pixel_areas_m2
 from geoseg.errors import ConfigError, OutputExistsError
-from geoseg.grid import Grid
+from geoseg.grid import Grid, block_windows
 from geoseg.vectorize import (
-    block_windows,
     parse_area,
     polygonize_array,
     sieve,

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.options import existing_path, json_opt, overwrite_opt
+from geoseg.cli.options import existing_path, given, json_opt, min_area_opt, overwrite_opt
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -40,9 +40,9 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Change COG (.tif).")
 @click.option("--vector", default=None, type=click.Path(dir_okay=False), help="Loss/gain polygons.")
 @click.option("--aoi", default=None, type=click.Path(), help="AOI polygons: per-AOI CSV table.")
-@click.option("--aoi-name-column", default="name", show_default=True, help="AOI name attribute.")
+@click.option("--aoi-name-column", default=None, help="AOI name attribute [library: name].")
 @click.option("--table", default=None, type=click.Path(dir_okay=False), help="Per-AOI CSV path.")
-@click.option("--min-area", default=None, help="Drop patches smaller than this (e.g. 0.5ha).")
+@min_area_opt
 @click.option("--before-date", default=None, help="Date of BEFORE (default: tags or file name).")
 @click.option("--after-date", default=None, help="Date of AFTER (default: tags or file name).")
 @click.option(
@@ -72,7 +72,7 @@ def change(
     out: str,
     vector: str | None,
     aoi: str | None,
-    aoi_name_column: str,
+    aoi_name_column: str | None,
     table: str | None,
     min_area: str | None,
     before_date: str | None,
@@ -103,7 +103,6 @@ def change(
         to_classes=_split(to_classes),
         vector=vector,
         aoi=aoi,
-        aoi_name_column=aoi_name_column,
         table=table,
         min_area=min_area,
         before_date=before_date,
@@ -112,5 +111,6 @@ def change(
         after_mask=after_mask,
         mask_values=_ints(mask_values),
         overwrite=overwrite,
+        **given(aoi_name_column=aoi_name_column),
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.options import existing_path, json_opt, overwrite_opt
+from geoseg.cli.options import class_column_opt, existing_path, json_opt, overwrite_opt
 
 
 @click.command()
@@ -17,7 +17,7 @@ from geoseg.cli.options import existing_path, json_opt, overwrite_opt
     type=click.Path(),
     help="Class raster (any grid/CRS) or vector file of polygons/points.",
 )
-@click.option("--class-column", default=None, help="Vector attribute holding the class.")
+@class_column_opt
 @click.option(
     "--out",
     required=True,

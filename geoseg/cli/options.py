@@ -21,6 +21,22 @@ overlap_opt = click.option(
 )
 
 
+min_area_opt = click.option(
+    "--min-area",
+    default=None,
+    help="Drop patches smaller than this into their largest neighbour: pixels (20 or 20px), "
+    "m2 (500m2) or hectares (0.5ha).",
+)
+class_column_opt = click.option(
+    "--class-column", default=None, help="Vector attribute holding the class (names or ids)."
+)
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (not None): the others take the library's defaults."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def existing_path(**kwargs: Any) -> click.Path:
     """A click path argument type; existence is checked by the library (for one-line errors)."""
     return click.Path(dir_okay=False, **kwargs)

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from geoseg.cli.options import existing_path, json_opt, overwrite_opt
+from geoseg.cli.options import existing_path, given, json_opt, min_area_opt, overwrite_opt
+from geoseg.io.vector import FORMATS
 
 
 @click.command()
@@ -14,12 +15,7 @@ from geoseg.cli.options import existing_path, json_opt, overwrite_opt
 @click.option(
     "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output vector file."
 )
-@click.option(
-    "--min-area",
-    default=None,
-    help="Merge regions smaller than this into their largest neighbour: pixels (20 or 20px), "
-    "m2 (500m2) or hectares (0.5ha).",
-)
+@min_area_opt
 @click.option(
     "--simplify",
     type=float,
@@ -29,13 +25,13 @@ from geoseg.cli.options import existing_path, json_opt, overwrite_opt
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["gpkg", "parquet", "fgb", "geojson"], case_sensitive=False),
+    type=click.Choice(list(FORMATS), case_sensitive=False),
     default=None,
     help="Output format (default: from the suffix of --out).",
 )
 @click.option("--to-crs", default=None, help="Output CRS, e.g. EPSG:4326 (default: the raster's).")
 @click.option("--layer", default=None, help="Layer name (default: the output's stem).")
-@click.option("--block-size", type=int, default=2048, show_default=True, help="Block size (px).")
+@click.option("--block-size", type=int, default=None, help="Block size (px) [library: 2048].")
 @click.option(
     "--workers",
     type=int,
@@ -52,7 +48,7 @@ def vectorize(
     fmt: str | None,
     to_crs: str | None,
     layer: str | None,
-    block_size: int,
+    block_size: int | None,
     workers: int | None,
     overwrite: bool,
     as_json: bool,
@@ -74,9 +70,9 @@ def vectorize(
         format=fmt,
         to_crs=to_crs,
         overwrite=overwrite,
-        block_size=block_size,
         workers=workers,
         layer=layer,
+        **given(block_size=block_size),
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -6,8 +6,9 @@ nearest neighbour by default, so class ids are never mixed). Every read returns 
 a validity mask (False where the source has nodata or does not cover the target), so callers
 stream whole scenes one block at a time.
 
-:func:`block_windows` tiles a grid into non-overlapping blocks (for accumulating counts, where
-overlapping chip windows would count pixels twice). True pixel areas are :mod:`geoseg.area`.
+Blocks come from :func:`geoseg.grid.block_windows` (non-overlapping, for accumulating counts,
+where overlapping chip windows would count pixels twice); true pixel areas from
+:mod:`geoseg.area`.
 """
 
 from __future__ import annotations
@@ -25,24 +26,12 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import GridError
-from geoseg.grid import Grid
+from geoseg.grid import Grid, block_windows
 from geoseg.io.raster import check_grid, open_raster
 
-__all__ = ["AlignedRaster", "block_windows", "grids_overlap"]
+__all__ = ["AlignedRaster", "grids_overlap"]
 
 AlignResampling = Literal["nearest", "mode"]
-
-
-def block_windows(shape: tuple[int, int], size: int = 1024) -> list[Window]:
-    """Non-overlapping windows of at most ``size`` x ``size`` covering ``shape`` (h, w), row-major."""
-    if size <= 0:
-        raise GridError(f"block size must be positive, got {size}")
-    height, width = shape
-    return [
-        Window(col, row, min(size, width - col), min(size, height - row))
-        for row in range(0, height, size)
-        for col in range(0, width, size)
-    ]
 
 
 def grids_overlap(a: Grid, b: Grid) -> bool:

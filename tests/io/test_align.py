@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.align import AlignedRaster, block_windows, grids_overlap
 from geoseg.errors import GridError
 from geoseg.grid import Grid
-
-
-def test_block_windows_cover_once() -> None:
-    wins = block_windows((50, 70), 32)
-    hits = np.zeros((50, 70), int)
-    for w in wins:
-        hits[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
-    assert (hits == 1).all() and len(wins) == 6
+from geoseg.io.align import AlignedRaster, grids_overlap
 
 
 def test_same_grid_reads_directly_with_nodata(raster_factory: Callable[..., Path]) -> None:

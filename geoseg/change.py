@@ -9,6 +9,12 @@ each pixel of BEFORE's grid:
   before and in ``from`` after);
 * ``0`` stable; ``255`` nodata where either date is nodata or not covered.
 
+Per-date cloud masks (``before_mask`` / ``after_mask``, e.g. the ``--cloud-mask-out`` COG of
+``geoseg predict``) mark pixels *not observed* at that date: nonzero (cloud 1, shadow 2...) or
+nodata in the mask. Those pixels are nodata in the change map, never loss or gain, and are
+counted apart (``unobserved_pixels``, ``unobserved_ha``). Class maps whose clouds are already
+nodata (``geoseg predict --cloud-mask``) need no mask: nodata is never change.
+
 The result is a styled COG; areas are ellipsoidal hectares (true areas, whatever the
 projection). Optional outputs: loss/gain polygons with their area and the two dates, and a
 per-AOI table (CSV) of loss and gain.
@@ -52,6 +58,7 @@ __all__ = [
     "change",
     "change_codes",
     "date_of",
+    "observed_from_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,6 +121,10 @@ class ChangeReport:
     vector: Path | None = None
     table: Path | None = None
     aoi: list[AoiChange] = field(default_factory=list)
+    before_mask: str | None = None
+    after_mask: str | None = None
+    unobserved_pixels: int = 0
+    unobserved_ha: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary."""
@@ -136,6 +147,10 @@ class ChangeReport:
             "vector": str(self.vector) if self.vector else None,
             "table": str(self.table) if self.table else None,
             "aoi": [a.to_dict() for a in self.aoi],
+            "before_mask": self.before_mask,
+            "after_mask": self.after_mask,
+            "unobserved_pixels": self.unobserved_pixels,
+            "unobserved_ha": round(self.unobserved_ha, 4),
         }
 
     def summary(self) -> str:
@@ -146,6 +161,12 @@ class ChangeReport:
             f"gain {self.gain_ha:.2f} ha ({self.gain_pixels} px)",
             f"Wrote {self.out}",
         ]
+        if self.before_mask or self.after_mask:
+            lines.insert(
+                1,
+                f"Not observed (cloud masks): {self.unobserved_ha:.2f} ha "
+                f"({self.unobserved_pixels} px), never counted as change",
+            )
         if self.vector:
             lines.append(f"Wrote {self.vector}")
         if self.table:
@@ -276,6 +297,9 @@ def change(
     before_date: str | None = None,
     after_date: str | None = None,
     table: str | os.PathLike[str] | None = None,
+    before_mask: str | os.PathLike[str] | None = None,
+    after_mask: str | os.PathLike[str] | None = None,
+    mask_values: Sequence[int] | None = None,
     overwrite: bool = False,
 ) -> ChangeReport:
     """Map loss and gain of ``from_classes`` between two class rasters.
@@ -296,6 +320,11 @@ def change(
         before_date: the date of ``before`` (default: from its tags or file name).
         after_date: the date of ``after`` (default: from its tags or file name).
         table: the per-AOI CSV path (default: ``out`` with suffix ``.csv``).
+        before_mask: a cloud mask of ``before``'s date (any grid; aligned nearest): pixels
+            that are nonzero (or in ``mask_values``) or nodata there were not observed.
+        after_mask: the same for ``after``'s date.
+        mask_values: the mask values meaning "not observed" (default: every nonzero value,
+            e.g. ``[2, 4]`` for Fmask's shadow and cloud).
         overwrite: replace existing outputs.
 
     Returns:
@@ -317,7 +346,8 @@ def change(
         d_before = before_date or date_of(before, bsrc.tags)
         d_after = after_date or date_of(after, asrc.tags)
         aois = _read_aoi(aoi, aoi_name_column, grid) if aoi is not None else None
-        blocks = _code_blocks(bsrc, asrc, from_ids=from_ids, to_ids=to_ids)
+        seen = _Observed((before_mask, after_mask), grid=grid, values=mask_values, stack=stack)
+        blocks = _code_blocks(bsrc, asrc, from_ids=from_ids, to_ids=to_ids, seen=seen)
         if min_area is not None:
             blocks = _sieved(blocks, grid, min_area)
         tags = {
@@ -329,6 +359,7 @@ def change(
             "FROM_CLASSES": ",".join(map(str, from_ids)),
             "TO_CLASSES": ",".join(map(str, to_ids or [])),
             "MIN_AREA": "" if min_area is None else str(min_area),
+            **seen.tags(),
         }
         tally = _write_change_map(out_p, grid, blocks, aois, tags=tags, overwrite=overwrite)
     aoi_rows = tally.aoi_rows(aois)
@@ -352,6 +383,10 @@ def change(
         vector=vector_p,
         table=table_p,
         aoi=aoi_rows,
+        before_mask=str(before_mask) if before_mask is not None else None,
+        after_mask=str(after_mask) if after_mask is not None else None,
+        unobserved_pixels=seen.pixels,
+        unobserved_ha=seen.hectares,
     )
     log.info("change: %s", report.summary().splitlines()[0])
     return report
@@ -402,12 +437,14 @@ def _code_blocks(
     *,
     from_ids: Sequence[int],
     to_ids: Sequence[int] | None,
+    seen: _Observed | None = None,
 ) -> Iterator[tuple[Window, np.ndarray]]:
-    """``(window, change codes)`` for every block of BEFORE's grid."""
+    """``(window, change codes)`` for every block of BEFORE's grid (``seen``: cloud masks)."""
     for window in block_windows(bsrc.grid.shape, _BLOCK):
         b, bvalid = bsrc.read(window)
         a, avalid = asrc.read(window)
-        yield window, change_codes(b, a, bvalid & avalid, from_classes=from_ids, to_classes=to_ids)
+        valid = bvalid & avalid if seen is None else seen.apply(window, bvalid & avalid)
+        yield window, change_codes(b, a, valid, from_classes=from_ids, to_classes=to_ids)
 
 
 @dataclass
@@ -489,6 +526,66 @@ def _write_change_map(
             writer.write(codes, window)
             tally.add(grid, window, codes, aois)
     return tally
+
+
+# ---- cloud masks: where a date was observed -------------------------------------------------
+def observed_from_mask(
+    values: np.ndarray, valid: np.ndarray, *, mask_values: Sequence[int] | None = None
+) -> np.ndarray:
+    """True where a cloud mask says the ground was seen: valid and clear.
+
+    Clear is ``0`` (the csmask classes: 0 clear, 1 cloud, 2 shadow) or, with ``mask_values``,
+    any value not among them. Mask nodata counts as not observed.
+    """
+    clear = values == 0 if mask_values is None else ~np.isin(values, list(mask_values))
+    return np.asarray(valid & clear, dtype=bool)
+
+
+class _Observed:
+    """Optional per-date cloud masks aligned on the change grid; counts what they remove."""
+
+    def __init__(
+        self,
+        masks: Sequence[str | os.PathLike[str] | None],
+        *,
+        grid: Grid,
+        values: Sequence[int] | None,
+        stack: contextlib.ExitStack,
+    ) -> None:
+        self.grid = grid
+        self.values = values
+        self.masks = tuple(masks)
+        self.paths = [m for m in masks if m is not None]
+        self.sources = [stack.enter_context(AlignedRaster(m, grid=grid)) for m in self.paths]
+        self.pixels = 0
+        self.hectares = 0.0
+
+    def apply(self, window: Window, valid: np.ndarray) -> np.ndarray:
+        """``valid`` without the pixels some mask did not observe (those are counted)."""
+        if not self.sources:
+            return valid
+        seen = np.ones(valid.shape, dtype=bool)
+        for src in self.sources:
+            values, ok = src.read(window)
+            seen &= observed_from_mask(values, ok, mask_values=self.values)
+        removed = valid & ~seen
+        n = int(removed.sum())
+        if n:
+            self.pixels += n
+            self.hectares += float((pixel_areas_m2(self.grid, window) * _HA * removed).sum())
+        return valid & seen
+
+    def tags(self) -> dict[str, str]:
+        """Provenance tags of the masks used (none without masks)."""
+        if not self.paths:
+            return {}
+        tags = {
+            f"{key}_MASK": Path(m).name
+            for key, m in zip(("BEFORE", "AFTER"), self.masks, strict=True)
+            if m is not None
+        }
+        tags["MASK_VALUES"] = ",".join(map(str, self.values)) if self.values else "nonzero"
+        return tags
 
 
 def _grid_of(path: str | os.PathLike[str]) -> Grid:

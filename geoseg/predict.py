@@ -61,6 +61,7 @@ from geoseg.stitch import Band, ChipStitcher
 
 if TYPE_CHECKING:
     from geoseg.bundle import ModelBundle
+    from geoseg.clouds import CloudMasker
 
 __all__ = [
     "RESOLUTION_RTOL",
@@ -233,7 +234,8 @@ def infer_batch(engine: Engine, chips: Sequence[Chip], contract: ModelContract) 
     nodata -> 0), are reflect-padded to the contract's input size (:meth:`pad_target`), run
     through ``engine`` and cropped back.
     """
-    x = contract.prepare(np.stack([c.data for c in chips]), np.stack([c.valid for c in chips]))
+    n = contract.in_channels  # chips may carry more bands (a cloud model's, read in the same pass)
+    x = contract.prepare(np.stack([c.data[:n] for c in chips]), np.stack([c.valid for c in chips]))
     h, w = x.shape[-2:]
     probs = engine(pad_to(x, *contract.pad_target(h, w)))
     if probs.ndim != 4 or probs.shape[1] != contract.num_classes:
@@ -369,8 +371,10 @@ class StreamingRun:
         overlap: int,
         batch_size: int,
         writer: PredictionWriter,
+        clouds: CloudMasker | None = None,
     ) -> None:
         self.engine = engine
+        self.clouds = clouds
         self.contract = contract
         self.batch_size = max(1, int(batch_size))
         self.writer = writer
@@ -400,6 +404,8 @@ class StreamingRun:
         t0 = time.perf_counter()
         probs = iter(infer_batch(self.engine, todo, self.contract) if todo else [])
         self.seconds["infer"] += time.perf_counter() - t0
+        if self.clouds is not None:  # the cloud model on the same chips (geoseg.clouds)
+            self.clouds.add(todo)
         for chip in pending:
             t1 = time.perf_counter()
             if chip.valid.any():
@@ -413,7 +419,8 @@ class StreamingRun:
     def _write(self, bands: list[Band]) -> None:
         t0 = time.perf_counter()
         for band in bands:
-            self.valid_pixels += self.writer.write(band)
+            masked = self.clouds.masked(band) if self.clouds is not None else band
+            self.valid_pixels += self.writer.write(masked)
         self.seconds["write"] += time.perf_counter() - t0
 
 
@@ -445,6 +452,7 @@ class PredictReport:
     peak_buffer_rows: int = 0
     model_source: str = ""
     reflectance: dict[str, list[float]] | None = None
+    clouds: dict[str, Any] | None = None
 
     @property
     def mpx_per_s(self) -> float:
@@ -478,6 +486,14 @@ class PredictReport:
                 ),
                 f"Speed: {self.mpx_per_s:.2f} Mpx/s, {self.km2_per_h:.0f} km2/h on {self.device}",
             ]
+            + (
+                [
+                    f"Clouds ({self.clouds['model']}): {self.clouds['cloud_pixels']} cloud and "
+                    f"{self.clouds['shadow_pixels']} shadow px written as nodata"
+                ]
+                if self.clouds
+                else []
+            )
         )
 
 
@@ -641,21 +657,26 @@ def _stream(
     probability_dtype: ProbabilityDtype,
     overwrite: bool,
     where: str,
+    clouds: CloudMasker | None = None,
 ) -> StreamingRun:
     """Read -> infer -> blend -> write every window of the plan, in one pass."""
+    tags = _provenance(fit.contract, fit.indexes, size, overlap)
+    if clouds is not None:
+        tags["GEOSEG_CLOUD_MODEL"] = clouds.plan.name
     writer = PredictionWriter(
         out=outputs.out,
         grid=p.grid,
         classes=fit.contract.classes,
-        tags=_provenance(fit.contract, fit.indexes, size, overlap),
+        tags=tags,
         probabilities=outputs.probabilities,
         probability_dtype=probability_dtype,
         confidence=outputs.confidence,
         overwrite=overwrite,
     )
-    reader = ChipReader(p.opener, indexes=fit.indexes, grid=p.grid, aoi=p.aoi)
+    indexes = clouds.read_indexes if clouds is not None else fit.indexes
+    reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
-        with writer:
+        with writer, clouds or contextlib.nullcontext():
             run = StreamingRun(
                 engine=engine,
                 contract=fit.contract,
@@ -664,12 +685,13 @@ def _stream(
                 overlap=overlap,
                 batch_size=batch_size,
                 writer=writer,
+                clouds=clouds,
             )
             chips = read_ahead(reader, p.windows, workers=READ_WORKERS, ahead=2 * batch_size)
             for chip in progress(chips, total=len(p.windows), desc="predict", unit="chip"):
                 run.feed(chip)
             run.finish()
-            if run.valid_pixels == 0:  # raised inside the writer: nothing is written
+            if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):  # nothing written
                 raise EmptyResultError(
                     f"{scene}: every pixel{where} is nodata, nothing to predict; "
                     "check the scene's nodata value (`geoseg info`)"
@@ -697,6 +719,9 @@ def predict(
     reflectance: str | None = None,
     scale: float | Sequence[float] | None = None,
     offset: float | Sequence[float] | None = None,
+    cloud_mask: str | None = None,
+    cloud_mask_out: PathLike | None = None,
+    cloud_bands: Sequence[str | int] | None = None,
     overwrite: bool = False,
     device: str | Any | None = None,
     threads: int | None = None,
@@ -726,6 +751,12 @@ def predict(
             ``landsat-c2-l2``, ...; :data:`geoseg.runtime.contract.REFLECTANCE_PRESETS`).
         scale: DN -> reflectance scale (one, or one per model band); default: the scene's.
         offset: DN -> reflectance offset (with ``scale``).
+        cloud_mask: also run this cloud/shadow model (``auto``: the csmask model the bands
+            fit) in the same pass; cloud and shadow pixels become nodata (``geoseg.clouds``).
+            With a raw-value land-cover model, ``reflectance``/``scale``/``offset`` are the
+            cloud model's.
+        cloud_mask_out: also write the cloud mask as a styled COG (0 clear, 1 cloud, 2 shadow).
+        cloud_bands: scene bands for the cloud model's bands, by name or 1-based index.
         overwrite: replace existing outputs.
         device: ``cuda``/``cpu`` (default: CUDA when present, else CPU).
         threads: CPU threads for inference (default: the engine's).
@@ -740,17 +771,30 @@ def predict(
     )
     contract, bundle = sources.open_model(model)
     size, overlap = _chip_size(contract, size, overlap)
+    scaling = {"reflectance": reflectance, "scale": scale, "offset": offset}
+    raw_main = cloud_mask is not None and contract.input == "raw"
     fit = _fit_scene(
         scene,
         contract,
         default=model is None or str(model) == sources.DEFAULT_MODEL,
         bands=bands,
         resample=resample,
-        reflectance=reflectance,
-        scale=scale,
-        offset=offset,
+        **({} if raw_main else scaling),
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
+    clouds = _open_clouds(
+        scene,
+        fit,
+        p,
+        model=cloud_mask,
+        mask_out=cloud_mask_out,
+        bands=cloud_bands,
+        scaling=scaling,
+        overlap=overlap,
+        overwrite=overwrite,
+        device=device,
+        threads=threads,
+    )
     where = " inside the AOI" if aoi is not None else ""
     engine = sources.make_engine(contract, bundle, device=device, threads=threads)
     run = _stream(
@@ -765,12 +809,49 @@ def predict(
         probability_dtype=probability_dtype,
         overwrite=overwrite,
         where=where,
+        clouds=clouds,
     )
-    result = outputs.rasters + _vectorize(outputs, run, overwrite=overwrite)
+    result = outputs.rasters + (clouds.outputs if clouds else [])
+    result += _vectorize(outputs, run, overwrite=overwrite)
     run.seconds["total"] = time.perf_counter() - t_start
     report = _report(scene, outputs, result, fit, p, run, size=size, overlap=overlap)
+    report.clouds = clouds.report() if clouds is not None else None
     log.info("%s", report.summary())
     return report
+
+
+def _open_clouds(
+    scene: PathLike,
+    fit: SceneFit,
+    p: _Plan,
+    *,
+    model: str | None,
+    mask_out: PathLike | None,
+    bands: Sequence[str | int] | None,
+    scaling: dict[str, Any],
+    overlap: int,
+    overwrite: bool,
+    device: str | Any | None,
+    threads: int | None,
+) -> CloudMasker | None:
+    """The cloud masker of ``--cloud-mask`` (:func:`geoseg.clouds.open_clouds`), or ``None``."""
+    if model is None:
+        return None
+    from geoseg.clouds import open_clouds
+
+    return open_clouds(
+        scene,
+        main_indexes=fit.indexes,
+        grid=p.grid,
+        overlap=overlap,
+        model=model,
+        bands=bands,
+        mask_out=mask_out,
+        overwrite=overwrite,
+        device=None if device is None else str(device),
+        threads=threads,
+        **scaling,
+    )
 
 
 def _vectorize(outputs: _Outputs, run: StreamingRun, *, overwrite: bool) -> list[str]:

@@ -11,6 +11,7 @@ glob that matches nothing is an error naming its line). Unknown keys are errors 
     scenes: [../../shared/data/aber-s2/*.tif]
     stages: [predict, vectorize, areas]
     vectorize: {min_area: 500}
+    cloud_mask: auto          # clouds and shadows -> nodata in the class maps (docs/clouds.md)
 
 Use :func:`load_workflow` to read one; :func:`geoseg.batch.run_workflow` runs it.
 """
@@ -28,6 +29,7 @@ from geoseg.config import StrictModel, load_yaml
 
 __all__ = [
     "ChangeOptions",
+    "CloudMaskOptions",
     "DatePair",
     "PredictOptions",
     "Stage",
@@ -66,6 +68,32 @@ class PredictOptions(StrictModel):
     bands: tuple[int, ...] | None = Field(
         default=None, description="1-based band indexes of the scene to feed the model"
     )
+    reflectance: str | None = Field(
+        default=None,
+        description="DN -> reflectance preset (s2, s2-pre04, landsat-c2-l2...) for reflectance "
+        "models and the cloud mask",
+    )
+
+
+class CloudMaskOptions(StrictModel):
+    """Cloud and shadow masking in the ``predict`` stage (see ``docs/clouds.md``).
+
+    ``cloud_mask: auto`` (or ``true``) is short for ``cloud_mask: {model: auto}``; a model
+    name is short for ``{model: NAME}``.
+    """
+
+    model: str = Field(
+        default="auto",
+        min_length=1,
+        description="cloud/shadow model (e.g. csmask-6b-l1c); auto: the one the bands fit",
+    )
+    write_mask: bool = Field(
+        default=True, description="also write the mask COG <scene>_clouds.tif beside each map"
+    )
+    bands: tuple[str | int, ...] | None = Field(
+        default=None,
+        description="scene bands for blue, green, red, nir[, swir16, swir22] (names or 1-based)",
+    )
 
 
 class VectorizeOptions(StrictModel):
@@ -86,6 +114,9 @@ class ChangeOptions(StrictModel):
         default=None, description="smallest change patch: pixels, or '500m2', '0.5ha'"
     )
     vector: bool = Field(default=True, description="also write the change polygons")
+    mask_values: tuple[int, ...] | None = Field(
+        default=None, description="cloud-mask values meaning not observed (default: nonzero)"
+    )
 
 
 class DatePair(StrictModel):
@@ -94,11 +125,15 @@ class DatePair(StrictModel):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     before: Path
     after: Path
+    before_mask: Path | None = Field(
+        default=None, description="cloud mask of the before date: nonzero = not observed"
+    )
+    after_mask: Path | None = Field(default=None, description="cloud mask of the after date")
 
-    @field_validator("before", "after", mode="before")
+    @field_validator("before", "after", "before_mask", "after_mask", mode="before")
     @classmethod
-    def _paths(cls, v: str, info: ValidationInfo) -> Path:
-        return _norm(_resolve(v, info))
+    def _paths(cls, v: str | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _norm(_resolve(v, info))
 
 
 class Workflow(StrictModel):
@@ -118,6 +153,9 @@ class Workflow(StrictModel):
         predict: options of the predict stage.
         vectorize: options of the vectorize stage.
         change: options of the change stage (required with ``change``).
+        cloud_mask: mask clouds and shadows in the ``predict`` stage (nodata in the class
+            maps, mask COGs beside them); pairs take per-date masks instead
+            (``before_mask``/``after_mask``).
     """
 
     name: str = Field(default="workflow", min_length=1)
@@ -131,6 +169,7 @@ class Workflow(StrictModel):
     predict: PredictOptions = PredictOptions()
     vectorize: VectorizeOptions = VectorizeOptions()
     change: ChangeOptions | None = Field(default=None, validate_default=True)
+    cloud_mask: CloudMaskOptions | None = None
 
     @field_validator("output", "aoi", mode="before")
     @classmethod
@@ -192,6 +231,27 @@ class Workflow(StrictModel):
     def _change(cls, v: ChangeOptions | None, info: ValidationInfo) -> ChangeOptions | None:
         if v is None and "change" in (info.data.get("stages") or ()):
             raise ValueError("the change stage needs options: change: {from_classes: [1]}")
+        return v
+
+    @field_validator("cloud_mask", mode="before")
+    @classmethod
+    def _cloud_mask_short(cls, v: object) -> object:
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return {"model": v} if isinstance(v, str) else v
+
+    @field_validator("cloud_mask")
+    @classmethod
+    def _cloud_mask(
+        cls, v: CloudMaskOptions | None, info: ValidationInfo
+    ) -> CloudMaskOptions | None:
+        if v is not None and "predict" not in (info.data.get("stages") or ()):
+            raise ValueError(
+                "cloud_mask runs in the predict stage; for change pairs give each pair "
+                "before_mask/after_mask instead"
+            )
         return v
 
     @field_validator("pairs")

@@ -412,6 +412,26 @@ CASES: list[Case] = [
         lambda: _predict(bi.scene(IN), "--reflectance", "s2"),
         ("model.pt", "raw band values", "drop --reflectance"),
     ),
+    Case(
+        "predict-cloud-mask-no-bands",
+        "predict",
+        "--cloud-mask on a scene without the blue/green/red/nir bands a cloud model needs",
+        lambda: _predict(bi.scene(IN), "--cloud-mask", "--reflectance", "s2"),
+        ("in/scene.tif", "cloud"),  # with the extra: "no cloud model fits ... --cloud-bands"
+    ),
+    Case(
+        "predict-cloud-mask-no-extra",
+        "predict",
+        "--cloud-mask without the clouds extra (ukis-csmask) installed",
+        lambda: _predict(
+            bi.scene(IN, count=4, descriptions=["B2", "B3", "B4", "B8"]),
+            "--cloud-mask",
+            "--reflectance",
+            "s2",
+        ),
+        ("in/scene.tif", "pip install geoseg[clouds]"),
+        hide=("ukis_csmask",),
+    ),
     # predict: options
     Case(
         "predict-overlap-ge-size",
@@ -819,6 +839,42 @@ CASES: list[Case] = [
             str(_existing(OUT / "loss.tif")),
         ],
         ("out/loss.tif", "--overwrite"),
+    ),
+    Case(
+        "change-mask-no-overlap",
+        "change",
+        "--after-mask: a cloud mask that does not overlap the maps",
+        lambda: [
+            "change",
+            str(bi.class_raster(IN, "t1.tif")),
+            str(bi.class_raster(IN, "t2.tif", seed=1)),
+            "--from",
+            "1",
+            "--out",
+            str(OUT / "loss.tif"),
+            "--after-mask",
+            str(bi.class_raster(IN, "clouds.tif", transform=FAR)),
+        ],
+        ("in/clouds.tif", "does not overlap"),
+    ),
+    Case(
+        "change-mask-values-not-ints",
+        "change",
+        "--mask-values given as names",
+        lambda: [
+            "change",
+            str(bi.class_raster(IN, "t1.tif")),
+            str(bi.class_raster(IN, "t2.tif", seed=1)),
+            "--from",
+            "1",
+            "--out",
+            str(OUT / "loss.tif"),
+            "--after-mask",
+            str(bi.class_raster(IN, "clouds.tif")),
+            "--mask-values",
+            "cloud,shadow",
+        ],
+        ("--mask-values", "integer"),
     ),
     # run (workflows)
     Case(

@@ -161,3 +161,91 @@ def test_vector_keeps_its_qgis_style(tmp_path: Path, raster_factory: Callable[..
     qml = read_style(out, "chg")
     assert qml is not None and "<qgis" in qml
     assert 'value="loss"' in qml and 'value="gain"' in qml and 'value="stable"' not in qml
+
+
+# ---- cloud masks ----------------------------------------------------------------------------
+def test_cloud_in_after_date_is_never_loss(
+    tmp_path: Path, raster_factory: Callable[..., Path]
+) -> None:
+    before = np.ones((40, 40), "uint8")
+    after = before.copy()
+    after[0:10, 0:10] = 0  # real clearing: 100 px loss
+    after[20:30, 20:30] = 0  # a cloud misread as non-forest
+    b = raster_factory("forest_2019.tif", before, nodata=255)
+    a = raster_factory("forest_2021.tif", after, nodata=255)
+    # the mask of the after date at 20 m (a csmask COG: 0 clear, 1 cloud, 2 shadow, 255 nodata)
+    mask = np.zeros((20, 20), "uint8")
+    mask[10:15, 10:15] = 1  # cloud over [20:30, 20:30]
+    mask[15:18, 0:5] = 2  # shadow over stable forest [30:36, 0:10]
+    mask[19, 19] = 255  # mask nodata over [38:40, 38:40]: not observed either
+    m = raster_factory(
+        "mask_2021.tif", mask, nodata=255, transform=Affine(20.0, 0, 500000.0, 0, -20.0, 5e6)
+    )
+    plain = change(b, a, out=tmp_path / "plain.tif", from_classes=[1])
+    assert plain.loss_pixels == 200 and plain.unobserved_pixels == 0
+    r = change(b, a, out=tmp_path / "masked.tif", from_classes=[1], after_mask=m)
+    assert r.loss_pixels == 100
+    assert r.unobserved_pixels == 100 + 60 + 4 == r.nodata_pixels
+    assert r.unobserved_ha == pytest.approx(1.64, rel=5e-3)
+    assert r.loss_ha == pytest.approx(plain.loss_ha - 1.0, rel=5e-3)
+    with rasterio.open(tmp_path / "masked.tif") as ds:
+        out = ds.read(1)
+        assert ds.tags()["AFTER_MASK"] == "mask_2021.tif" and "BEFORE_MASK" not in ds.tags()
+    assert (out[20:30, 20:30] == 255).all() and (out[30:36, 0:10] == 255).all()
+    assert (out[0:10, 0:10] == 1).all()
+    assert "Not observed (cloud masks): 1.64 ha (164 px)" in r.summary()
+    assert r.to_dict()["after_mask"] == str(m)
+
+
+def test_masks_only_remove_pixels_property(
+    tmp_path: Path, raster_factory: Callable[..., Path]
+) -> None:
+    rng = np.random.default_rng(7)
+    before = rng.integers(0, 3, (50, 60)).astype("uint8")
+    after = rng.integers(0, 3, (50, 60)).astype("uint8")
+    mb = (rng.random((50, 60)) < 0.2).astype("uint8") * rng.integers(1, 3, (50, 60)).astype("uint8")
+    ma = (rng.random((50, 60)) < 0.3).astype("uint8")
+    paths = {
+        k: raster_factory(f"{k}.tif", v, nodata=255)
+        for k, v in {"b": before, "a": after, "mb": mb, "ma": ma}.items()
+    }
+    change(paths["b"], paths["a"], out=tmp_path / "p.tif", from_classes=[1])
+    r = change(
+        paths["b"],
+        paths["a"],
+        out=tmp_path / "m.tif",
+        from_classes=[1],
+        before_mask=paths["mb"],
+        after_mask=paths["ma"],
+    )
+    with rasterio.open(tmp_path / "p.tif") as p, rasterio.open(tmp_path / "m.tif") as m:
+        plain, masked = p.read(1), m.read(1)
+    cloudy = (mb != 0) | (ma != 0)
+    assert (masked[cloudy] == 255).all()
+    assert np.array_equal(masked[~cloudy], plain[~cloudy])
+    assert r.unobserved_pixels == int(cloudy.sum())
+    assert r.loss_pixels == int(((plain == 1) & ~cloudy).sum())
+
+
+def test_mask_values_select_what_is_not_observed(
+    tmp_path: Path, raster_factory: Callable[..., Path]
+) -> None:
+    before = np.ones((20, 20), "uint8")
+    after = np.zeros((20, 20), "uint8")  # everything lost
+    fmask = np.zeros((20, 20), "uint8")
+    fmask[:5] = 1  # water: observed
+    fmask[5:10] = 4  # cloud
+    fmask[10:12] = 2  # shadow
+    b = raster_factory("b.tif", before, nodata=255)
+    a = raster_factory("a.tif", after, nodata=255)
+    m = raster_factory("fmask.tif", fmask)
+    r = change(b, a, out=tmp_path / "c.tif", from_classes=[1], after_mask=m, mask_values=[2, 4])
+    assert (r.loss_pixels, r.unobserved_pixels) == (400 - 140, 140)
+    r = change(
+        b, a, out=tmp_path / "c.tif", from_classes=[1], before_mask=m, overwrite=True
+    )  # default: every nonzero value is not observed
+    assert (r.loss_pixels, r.unobserved_pixels) == (400 - 240, 240)
+    with pytest.raises(GridError, match="does not overlap"):
+        far = raster_factory("far.tif", fmask, transform=Affine(10, 0, 0, 0, -10, 100))
+        change(b, a, out=tmp_path / "x.tif", from_classes=[1], after_mask=far)
+    assert not (tmp_path / "x.tif").exists()

@@ -109,3 +109,41 @@ def test_shipped_workflows_validate(name: str, data: str, request: pytest.Fixtur
     assert all(p.resolve().is_relative_to(root.resolve()) for p in inputs)
     if wf.aoi:
         assert wf.aoi.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "model", "write_mask"),
+    [("auto", "auto", True), (True, "auto", True), ("csmask-4b-l2a", "csmask-4b-l2a", True)],
+)
+def test_cloud_mask_short_forms(value: object, model: str, write_mask: bool) -> None:
+    wf = Workflow.model_validate(
+        {"output": "o", "scenes": ["a.tif"], "stages": ["predict"], "cloud_mask": value}
+    )
+    assert wf.cloud_mask is not None
+    assert (wf.cloud_mask.model, wf.cloud_mask.write_mask) == (model, write_mask)
+    off = Workflow.model_validate(
+        {"output": "o", "scenes": ["a.tif"], "stages": ["predict"], "cloud_mask": False}
+    )
+    assert off.cloud_mask is None
+
+
+def test_cloud_mask_needs_predict_and_pairs_take_masks(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "output: o\nstages: [change]\nchange: {from_classes: [1], mask_values: [1, 2]}\n"
+        "pairs:\n  - {before: a.tif, after: b.tif, after_mask: m/b_clouds.tif}\n",
+    )
+    wf = load_workflow(p)
+    assert wf.pairs[0].after_mask == tmp_path / "m" / "b_clouds.tif"
+    assert wf.pairs[0].before_mask is None
+    assert wf.change is not None and wf.change.mask_values == (1, 2)
+    p = write(
+        tmp_path,
+        "output: o\nstages: [change]\nchange: {from_classes: [1]}\ncloud_mask: auto\n"
+        "pairs: [{before: a.tif, after: b.tif}]\n",
+    )
+    with pytest.raises(ConfigError, match=r"wf.yaml:4: cloud_mask: .*before_mask/after_mask"):
+        load_workflow(p)
+    p = write(tmp_path, "output: o\nscenes: [a.tif]\nstages: [predict]\ncloud_mask: {mask: 1}\n")
+    with pytest.raises(ConfigError, match=r"cloud_mask.mask: unknown key"):
+        load_workflow(p)

@@ -48,11 +48,13 @@ class Unit:
             the pair's name).
         kind: ``scene`` or ``pair``.
         inputs: the input paths (one scene; or before, after).
+        masks: a pair's per-date cloud masks (before, after), ``None`` where not given.
     """
 
     id: str
     kind: UnitKind
     inputs: tuple[Path, ...]
+    masks: tuple[Path | None, Path | None] = (None, None)
 
 
 def _safe_id(text: str) -> str:
@@ -62,17 +64,17 @@ def _safe_id(text: str) -> str:
 
 def plan_units(workflow: Workflow) -> list[Unit]:
     """The units of ``workflow`` in order, with unique ids."""
-    raw: list[tuple[str, UnitKind, tuple[Path, ...]]] = []
+    raw: list[tuple[str, UnitKind, tuple[Path, ...], tuple[Path | None, Path | None]]] = []
     if workflow.pairs:
         for p in workflow.pairs:
             name = p.name or f"{p.before.stem}-{p.after.stem}"
-            raw.append((_safe_id(name), "pair", (p.before, p.after)))
+            raw.append((_safe_id(name), "pair", (p.before, p.after), (p.before_mask, p.after_mask)))
     else:
         for s in workflow.scenes:
-            raw.append((_safe_id(s.stem), "scene", (s,)))
+            raw.append((_safe_id(s.stem), "scene", (s,), (None, None)))
     units: list[Unit] = []
     used: set[str] = set()
-    for uid, kind, inputs in raw:
+    for uid, kind, inputs, masks in raw:
         candidate, n = uid, 1
         if candidate in used and kind == "scene":
             candidate = _safe_id(f"{inputs[0].parent.name}_{uid}")
@@ -80,7 +82,7 @@ def plan_units(workflow: Workflow) -> list[Unit]:
             n += 1
             candidate = f"{uid}_{n}"
         used.add(candidate)
-        units.append(Unit(candidate, kind, inputs))
+        units.append(Unit(candidate, kind, inputs, masks))
     return units
 
 
@@ -111,6 +113,10 @@ def fingerprint(unit: Unit, workflow: Workflow) -> str:
         "aoi": _stat(workflow.aoi) if workflow.aoi else None,
         "aoi_name_column": workflow.aoi_name_column if workflow.aoi else None,
     }
+    if any(m is not None for m in unit.masks):  # keys only when used: older hashes stay valid
+        payload["masks"] = [_stat(m) for m in unit.masks]
+    if workflow.cloud_mask is not None and "predict" in stages:
+        payload["cloud_mask"] = workflow.cloud_mask.model_dump(mode="json")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -142,6 +142,9 @@ def _change_stage(unit: Unit, workflow: Workflow, folder: Path, res: StageResult
         aoi_name_column=workflow.aoi_name_column,
         min_area=copts.min_area,
         table=folder / f"{unit.id}_aoi.csv" if workflow.aoi else None,
+        before_mask=unit.masks[0],
+        after_mask=unit.masks[1],
+        mask_values=list(copts.mask_values) if copts.mask_values else None,
     )
     res.seconds["change"] = time.perf_counter() - t0
     res.reports["change"] = _report_dict(creport)
@@ -164,6 +167,7 @@ def _predict_stage(
     t0 = time.perf_counter()
     raster = folder / f"{unit.id}_classes.tif"
     opts = workflow.predict
+    clouds = workflow.cloud_mask
     preport = predict(
         unit.inputs[0],
         out=raster,
@@ -172,6 +176,10 @@ def _predict_stage(
         overlap=opts.overlap,
         batch_size=opts.batch_size,
         bands=list(opts.bands) if opts.bands else None,
+        reflectance=opts.reflectance,
+        cloud_mask=clouds.model if clouds else None,
+        cloud_mask_out=folder / f"{unit.id}_clouds.tif" if clouds and clouds.write_mask else None,
+        cloud_bands=list(clouds.bands) if clouds and clouds.bands else None,
         device=device,
         threads=threads,
     )

@@ -15,6 +15,18 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _ints(value: str | None) -> list[int] | None:
+    items = _split(value)
+    if items is None:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give integer mask values, e.g. 1,2", param_hint="--mask-values"
+        ) from None
+
+
 @click.command()
 @click.argument("before", type=existing_path())
 @click.argument("after", type=existing_path())
@@ -33,6 +45,23 @@ def _split(value: str | None) -> list[str] | None:
 @min_area_opt
 @click.option("--before-date", default=None, help="Date of BEFORE (default: tags or file name).")
 @click.option("--after-date", default=None, help="Date of AFTER (default: tags or file name).")
+@click.option(
+    "--before-mask",
+    default=None,
+    type=existing_path(),
+    help="Cloud mask of BEFORE's date: nonzero or nodata = not observed (never change).",
+)
+@click.option(
+    "--after-mask",
+    default=None,
+    type=existing_path(),
+    help="Cloud mask of AFTER's date (e.g. geoseg predict --cloud-mask-out).",
+)
+@click.option(
+    "--mask-values",
+    default=None,
+    help="Mask values meaning not observed, comma-separated (default: every nonzero).",
+)
 @overwrite_opt
 @json_opt
 def change(
@@ -48,13 +77,18 @@ def change(
     min_area: str | None,
     before_date: str | None,
     after_date: str | None,
+    before_mask: str | None,
+    after_mask: str | None,
+    mask_values: str | None,
     overwrite: bool,
     as_json: bool,
 ) -> None:
     """Map loss (1) and gain (2) of classes from BEFORE to AFTER into a styled COG.
 
     AFTER may be on any grid: it is aligned onto BEFORE's grid (nearest). Areas are in
-    hectares on the ellipsoid.
+    hectares on the ellipsoid. Pixels under a cloud or shadow of either date (--before-mask,
+    --after-mask, or nodata in a class map) are nodata, never loss or gain; the report
+    counts them.
 
     Example: geoseg change forest_t1.tif forest_t2.tif --from 1 --out loss.tif
     --aoi aoi/guadeloupe.geojson
@@ -73,6 +107,9 @@ def change(
         min_area=min_area,
         before_date=before_date,
         after_date=after_date,
+        before_mask=before_mask,
+        after_mask=after_mask,
+        mask_values=_ints(mask_values),
         overwrite=overwrite,
         **given(aoi_name_column=aoi_name_column),
     )

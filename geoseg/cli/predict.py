@@ -110,6 +110,27 @@ def _floats(value: str | None, what: str) -> list[float] | None:
     default=None,
     help="DN -> reflectance offset after --scale (one value or one per model band).",
 )
+@click.option(
+    "--cloud-mask",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[MODEL]",
+    help="Also run a cloud/shadow model in the same pass (default: the csmask model the bands "
+    "fit); clouds and shadows become nodata. See docs/clouds.md.",
+)
+@click.option(
+    "--cloud-mask-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the cloud mask (0 clear, 1 cloud, 2 shadow) as a styled COG "
+    "(implies --cloud-mask).",
+)
+@click.option(
+    "--cloud-bands",
+    default=None,
+    help="Scene bands for the cloud model (blue,green,red,nir[,swir16,swir22]) by name or index.",
+)
 @click.option("--device", default=None, help="cuda or cpu (default: cuda when present, else cpu).")
 @click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference."
@@ -140,6 +161,9 @@ def predict(
     reflectance: str | None,
     scale: str | None,
     offset: str | None,
+    cloud_mask: str | None,
+    cloud_mask_out: str | None,
+    cloud_bands: str | None,
     device: str | None,
     threads: int | None,
     report_path: str | None,
@@ -155,6 +179,7 @@ def predict(
     Examples:
       geoseg predict ../shared/data/aber-s2/s2_10band.tif --model aber_unet.pt --out aber_classes.tif --probabilities
       geoseg predict s2_stack.tif --model csmask-6b-l1c --reflectance s2 --resample --out clouds.tif
+      geoseg predict s2_stack.tif --model land.pt --cloud-mask --reflectance s2 --out classes.tif --cloud-mask-out clouds.tif
     """
     from geoseg.predict import predict as run_predict
 
@@ -179,6 +204,9 @@ def predict(
         reflectance=reflectance,
         scale=_floats(scale, "--scale"),
         offset=_floats(offset, "--offset"),
+        cloud_mask=cloud_mask if cloud_mask or not cloud_mask_out else "auto",
+        cloud_mask_out=cloud_mask_out,
+        cloud_bands=_bands(cloud_bands),
         overwrite=overwrite,
         device=device,
         threads=threads,

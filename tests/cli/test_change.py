@@ -50,3 +50,27 @@ def test_change_cli_guadeloupe_prints_loss_and_table(shared_data: Path, tmp_path
     assert r.exit_code == 0, r.output
     assert "(30195 px)" in r.output and "Basse-Terre: loss" in r.output
     assert (tmp_path / "loss.csv").read_text().startswith("name,loss_ha,gain_ha")
+
+
+def test_change_cli_cloud_mask(tmp_path: Path, raster_factory: Callable[..., Path]) -> None:
+    before = np.ones((20, 20), "uint8")
+    after = before.copy()
+    after[:10] = 0  # half lost, but the top quarter is a cloud
+    mask = np.zeros((20, 20), "uint8")
+    mask[:5] = 1
+    b = raster_factory("b.tif", before, nodata=255)
+    a = raster_factory("a.tif", after, nodata=255)
+    m = raster_factory("m.tif", mask, nodata=255)
+    out = tmp_path / "loss.tif"
+    args = ["change", str(b), str(a), "--from", "1", "--out", str(out), "--after-mask", str(m)]
+    r = CliRunner().invoke(cli, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert (d["loss_pixels"], d["unobserved_pixels"]) == (100, 100)
+    r = CliRunner().invoke(cli, [*args, "--overwrite", "--mask-values", "2"])
+    assert r.exit_code == 0 and "loss 2.00 ha (200 px)" in r.output
+    assert "Not observed (cloud masks): 0.00 ha (0 px)" in r.output
+    r = CliRunner().invoke(cli, [*args, "--overwrite", "--mask-values", "cloud"])
+    assert r.exit_code == 2 and "--mask-values" in r.output
+    r = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "nope.tif"), "--overwrite"])
+    assert r.exit_code == 1 and "nope.tif" in r.output and "Traceback" not in r.output

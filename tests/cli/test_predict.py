@@ -162,3 +162,32 @@ def test_predict_cli_reflectance_preset_equals_scale_offset(tmp_path: Path) -> N
         ],
     )
     assert res.exit_code == 2 and "--scale" in res.output
+
+
+def test_predict_cli_cloud_mask(tmp_path: Path) -> None:
+    import numpy as np
+    import pytest
+    from affine import Affine
+
+    pytest.importorskip("ukis_csmask", reason="the clouds extra (pip install geoseg[clouds])")
+    refl = np.full((4, 128, 128), 0.06, dtype="float32")  # reflectance 0..1: no scaling needed
+    refl[:, 30:90, 30:90] = 0.9  # a bright flat square
+    scene = write_raster(
+        tmp_path / "s.tif",
+        refl,
+        descriptions=["blue", "green", "red", "nir"],
+        transform=Affine(30.0, 0, 500000.0, 0, -30.0, 5000000.0),
+    )
+    out, mask = tmp_path / "c.tif", tmp_path / "clouds.tif"
+    args = ["predict", str(scene), "--model", "csmask-4b-l1c", "--out", str(out)]
+    res = CliRunner().invoke(cli, [*args, "--cloud-mask", "--cloud-mask-out", str(mask), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["clouds"]["model"] == "csmask-4b-l1c" and str(mask) in d["outputs"]
+    with rasterio.open(out) as c, rasterio.open(mask) as m:
+        cls, cm = c.read(1), m.read(1)
+    assert d["clouds"]["cloud_pixels"] == int((cm == 1).sum()) > 0
+    assert ((cls == 255) == np.isin(cm, [1, 2])).all()  # clouds and shadows only are nodata
+    res = CliRunner().invoke(cli, [*args, "--overwrite", "--cloud-mask", "--cloud-bands", "1,2,3"])
+    assert res.exit_code == 1 and "--cloud-bands gives 3" in res.output
+    assert "Traceback" not in res.output

@@ -41,6 +41,7 @@ from geoseg.bundle import ModelBundle
 from geoseg.classes import IGNORE_INDEX
 from geoseg.errors import (
     BandMismatchError,
+    ConfigError,
     EmptyResultError,
     GeosegError,
     ModelBundleError,
@@ -51,7 +52,9 @@ from geoseg.io.cog import CogWriter
 from geoseg.io.raster import check_grid, open_raster, valid_from_data
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
+from geoseg.refine import REFINE_MODES
 from geoseg.stitch import Band, RowBandStitcher
+from geoseg.tta import TTA_MODES
 
 __all__ = [
     "Chip",
@@ -322,27 +325,38 @@ def infer_batch(
     device: torch.device,
     *,
     multiple: int = 32,
+    tta: str = "none",
+    refine: str = "none",
 ) -> np.ndarray:
     """Class probabilities ``(n, classes, h, w)`` float32 of same-shaped chips.
 
     Chips are normalised as the bundle says (nodata -> 0), reflect-padded to a multiple of
     ``multiple`` and cropped back after the forward pass. CUDA runs under float16 autocast.
+    ``tta`` averages dihedral views (:mod:`geoseg.tta`); ``refine`` post-processes each chip
+    (:mod:`geoseg.refine`), both before blending.
     """
+    from geoseg.refine import refine_batch
+    from geoseg.tta import tta_forward
+
     x = np.stack([c.data for c in chips])
     x = bundle.normalization.apply(x)
     valid = np.stack([c.valid for c in chips])[:, np.newaxis]
     x = np.where(valid, x, np.float32(0.0)).astype(np.float32, copy=False)
     x, h, w = _pad_to(x, multiple)
-    with torch.inference_mode():
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-        t = t.contiguous(memory_format=torch.channels_last)  # see inference_model
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
+
+    def forward(a: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+            t = t.contiguous(memory_format=torch.channels_last)  # see inference_model
+            if device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits = net(t)
+            else:
                 logits = net(t)
-        else:
-            logits = net(t)
-        probs = torch.softmax(logits[..., :h, :w].float(), dim=1)
-    return probs.contiguous().cpu().numpy()
+            return torch.softmax(logits.float(), dim=1).contiguous().cpu().numpy()
+
+    probs = np.ascontiguousarray(tta_forward(forward, x, mode=tta)[..., :h, :w])
+    return refine_batch(refine, probs, x[..., :h, :w], valid[:, 0])
 
 
 def inference_model(bundle: ModelBundle, device: torch.device) -> torch.nn.Module:
@@ -481,8 +495,11 @@ class StreamingRun:
         overlap: int,
         batch_size: int,
         writer: PredictionWriter,
+        tta: str = "none",
+        refine: str = "none",
     ) -> None:
         self.net = net
+        self.tta, self.refine = tta, refine
         self.bundle = bundle
         self.device = device
         self.grid = grid
@@ -522,7 +539,11 @@ class StreamingRun:
         pending, self._pending = self._pending, []
         todo = [c for c in pending if c.valid.any()]
         t0 = time.perf_counter()
-        probs = iter(infer_batch(self.net, todo, self.bundle, self.device) if todo else [])
+        probs = iter(
+            infer_batch(self.net, todo, self.bundle, self.device, tta=self.tta, refine=self.refine)
+            if todo
+            else []
+        )
         self.seconds["infer"] += time.perf_counter() - t0
         for chip in pending:
             if chip.valid.any():
@@ -681,6 +702,8 @@ def predict(
     overwrite: bool = False,
     device: str | torch.device | None = None,
     threads: int | None = None,
+    tta: str = "none",
+    refine: str = "none",
 ) -> PredictReport:
     """Segment ``scene`` with a model bundle into a styled class COG at ``out``.
 
@@ -705,6 +728,9 @@ def predict(
         overwrite: replace existing outputs.
         device: torch device (default: CUDA when present, else CPU).
         threads: torch CPU threads for inference (default: torch's).
+        tta: test-time augmentation, ``none``, ``hflip``, ``flips`` or ``d4``
+            (:mod:`geoseg.tta`; 1, 2, 4 or 8 forward passes per chip).
+        refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
@@ -720,6 +746,11 @@ def predict(
     size = int(size if size is not None else bundle.chip_size)
     overlap = int(overlap if overlap is not None else bundle.overlap)
     check_chip_size(size, overlap)
+    if tta not in TTA_MODES or refine not in REFINE_MODES:
+        raise ConfigError(
+            f"tta {tta!r} / refine {refine!r}: use tta {'|'.join(TTA_MODES)} "
+            f"and refine {'|'.join(REFINE_MODES)}"
+        )
     out_p = check_output(out, overwrite=overwrite)
     proba_p = check_output(probabilities, overwrite=overwrite) if probabilities else None
     conf_p: Path | None = None
@@ -768,7 +799,8 @@ def predict(
             out=out_p,
             grid=grid,
             bundle=bundle,
-            tags=_provenance(bundle, model_name, indexes, size, overlap),
+            tags=_provenance(bundle, model_name, indexes, size, overlap)
+            | {"GEOSEG_TTA": tta, "GEOSEG_REFINE": refine},
             probabilities=proba_p,
             probability_dtype=probability_dtype,
             confidence=conf_p,
@@ -786,6 +818,8 @@ def predict(
                     overlap=overlap,
                     batch_size=batch_size,
                     writer=writer,
+                    tta=tta,
+                    refine=refine,
                 )
                 chips = read_ahead(reader, windows, workers=READ_WORKERS, ahead=2 * batch_size)
                 for chip in progress(chips, total=len(windows), desc="predict", unit="chip"):

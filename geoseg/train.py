@@ -129,6 +129,10 @@ class TrainConfig(StrictModel):
         default=True, description="add a per-pixel spectral head to the context network"
     )
     weights: Path | None = Field(default=None, description="local weights file (model or encoder)")
+    encoder_weights: Path | None = Field(
+        default=None,
+        description="local encoder state dict (timm / torchvision / smp layout; all must match)",
+    )
     epochs: int = Field(default=20, ge=1)
     steps_per_epoch: int = Field(default=50, ge=1)
     batch_size: int = Field(default=8, ge=1)
@@ -153,7 +157,7 @@ class TrainConfig(StrictModel):
     resume: bool = False
     overwrite: bool = False
 
-    @field_validator("out", "chips", "classes", "weights", mode="after")
+    @field_validator("out", "chips", "classes", "weights", "encoder_weights", mode="after")
     @classmethod
     def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve(v, info)
@@ -320,6 +324,16 @@ def train(*, config: TrainConfig) -> TrainResult:
             num_classes=n_cls,
             pixel_head=config.pixel_head,
         )
+        if config.encoder_weights is not None:
+            from geoseg.pretrained import load_encoder_state
+
+            rep = load_encoder_state(
+                model,
+                config.encoder_weights,
+                encoder_name=config.encoder,
+                in_channels=len(data.bands),
+            )
+            log.info("encoder weights: %d tensors from %s", rep.matched, rep.path)
         if config.weights is not None:
             missing = load_encoder_weights(model, config.weights)
             log.info("loaded %s (%d tensors left at random)", config.weights, len(missing))

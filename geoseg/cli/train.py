@@ -48,6 +48,12 @@ from geoseg.model_names import ARCHITECTURES, ENCODERS
     default=None,
     help="Local weights file to start from.",
 )
+@click.option(
+    "--encoder-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local encoder state dict (timm, torchvision or smp keys; first conv adapted to the bands).",
+)
 @click.option("--epochs", type=int, default=None, help="Number of epochs [20].")
 @click.option("--steps", "steps_per_epoch", type=int, default=None, help="Batches per epoch [50].")
 @click.option("--batch-size", type=int, default=None, help="Chips per batch [8].")
@@ -124,7 +130,7 @@ def _absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
         return str(Path(p).absolute())
 
     out = dict(given)
-    for key in ("chips", "weights", "out"):
+    for key in ("chips", "weights", "encoder_weights", "out"):
         if key in out:
             out[key] = absolute(out[key])
     if "scenes" in out:

@@ -135,3 +135,21 @@ def test_train_cli_encoder_weights(tmp_path: Path) -> None:
     )
     assert r.exit_code == 1 and "of 100 tensors of the resnet18 encoder" in r.output, r.output
     assert "Traceback" not in r.output and not (tmp_path / "n.pt").exists()
+
+
+def test_train_cli_cutmix_mixup_merge_into_config_augment(tmp_path: Path) -> None:
+    scene, labels = make_scene(tmp_path)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(
+        f"scenes:\n  - image: {scene.name}\n    labels: [{labels.name}]\nencoder: mobilenet_v2\n"
+        "epochs: 1\nsteps_per_epoch: 1\nbatch_size: 2\nchip_size: 32\naugment: {jitter: 0.0}\n"
+    )
+    out = tmp_path / "m.pt"
+    args = ["-q", "train", "--config", str(cfg), "--cutmix", "0.3", "--mixup", "0.2"]
+    r = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    aug = ModelBundle.load(out).config["augment"]
+    assert aug["cutmix"] == 0.3 and aug["mixup"] == 0.2 and aug["jitter"] == 0.0
+    bad = [*args[:4], "--cutmix", "0.8", "--mixup", "0.5", "--out", str(tmp_path / "n.pt")]
+    r = CliRunner().invoke(cli, bad)
+    assert r.exit_code == 1 and "summing to <= 1" in r.output, r.output

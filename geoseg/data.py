@@ -46,6 +46,7 @@ __all__ = [
     "SplitRule",
     "compute_normalization",
     "normalize_batch",
+    "shard",
     "split_windows",
 ]
 
@@ -117,11 +118,38 @@ def split_windows(grid: Grid, rule: SplitRule) -> dict[Split, tuple[int, int, in
 
 @dataclass
 class Batch:
-    """A batch: raw image values ``(N, C, h, w)`` float32, mask indices ``(N, h, w)`` int64."""
+    """A batch: raw image values ``(N, C, h, w)`` float32, mask indices ``(N, h, w)`` int64.
+
+    ``index`` (training batches) holds each chip's position in the epoch's global sequence of
+    chips: the same chip has the same index whichever process of a distributed run takes it.
+    """
 
     image: torch.Tensor
     mask: torch.Tensor
     valid: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+
+
+def shard(
+    positions: Sequence[int], *, batch_size: int, rank: int, world_size: int
+) -> list[list[int]]:
+    """The global batches of ``positions`` (consecutive, ``batch_size`` each) as one rank's shares.
+
+    Every process draws the same global sequence (same seed) and keeps the positions
+    ``rank, rank + world_size, ...`` of each global batch, as torch's ``DistributedSampler``
+    interleaves: together the ranks see exactly the batches of one process.
+    """
+    if batch_size % world_size:
+        raise ConfigError(
+            f"batch_size {batch_size} is not divisible by the {world_size} processes; "
+            "the batch size is global: use a multiple of the process count"
+        )
+    out = []
+    for k in range(0, len(positions), batch_size):
+        part = list(positions[k : k + batch_size])[rank::world_size]
+        if part:
+            out.append(part)
+    return out
 
 
 def _band_names(ds: Any, path: Path) -> tuple[str, ...]:
@@ -309,9 +337,19 @@ class SceneData:
         return Batch(image=image[None], mask=mask[None])
 
     def train_batches(
-        self, *, size: int, batch_size: int, length: int, generator: torch.Generator
+        self,
+        *,
+        size: int,
+        batch_size: int,
+        length: int,
+        generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> Iterator[Batch]:
-        """``length`` random chips from the training regions, in batches (seeded)."""
+        """``length`` random chips from the training regions, in batches (seeded).
+
+        With ``world_size > 1``, this rank's share of each global batch (:func:`shard`).
+        """
         from torchgeo.samplers import RandomGeoSampler
 
         queries: list[tuple[int, Any, tuple[int, int, int, int]]] = []
@@ -334,12 +372,14 @@ class SceneData:
             )
             queries.extend((i, q, win) for q in sampler)
         order = torch.randperm(len(queries), generator=generator).tolist()
-        for k in range(0, len(order), batch_size):
+        for pos in shard(
+            range(len(order)), batch_size=batch_size, rank=rank, world_size=world_size
+        ):
             parts = [
-                self._fetch(queries[j][0], queries[j][1], size, queries[j][2])
-                for j in order[k : k + batch_size]
+                self._fetch(queries[order[p]][0], queries[order[p]][1], size, queries[order[p]][2])
+                for p in pos
             ]
-            yield _stack(parts)
+            yield _stack(parts, index=pos)
 
     def eval_batches(self, split: Split, *, size: int, batch_size: int) -> Iterator[Batch]:
         """Non-overlapping grid chips covering ``split`` (each pixel scored once)."""
@@ -421,8 +461,12 @@ def _subsample_pixels(
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def _stack(parts: list[Batch]) -> Batch:
-    return Batch(image=torch.cat([p.image for p in parts]), mask=torch.cat([p.mask for p in parts]))
+def _stack(parts: list[Batch], index: Sequence[int] | None = None) -> Batch:
+    return Batch(
+        image=torch.cat([p.image for p in parts]),
+        mask=torch.cat([p.mask for p in parts]),
+        index=torch.tensor(list(index) if index is not None else [], dtype=torch.long),
+    )
 
 
 def _read_label_ids(
@@ -531,22 +575,34 @@ class ChipData:
         return [k for k, s in enumerate(self.splits) if s == split]
 
     def train_batches(
-        self, *, size: int, batch_size: int, length: int, generator: torch.Generator
+        self,
+        *,
+        size: int,
+        batch_size: int,
+        length: int,
+        generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> Iterator[Batch]:
-        """``length`` chips drawn from the train split (cropped to ``size``), in batches."""
+        """``length`` chips drawn from the train split (cropped to ``size``), in batches.
+
+        With ``world_size > 1``, this rank's share of each global batch (:func:`shard`).
+        """
         idx = self._indices("train")
         if not idx:
             raise LabelError(f"{self.folder}: no chip is in the train split; re-run `geoseg tile`")
         pick = [idx[j] for j in torch.randint(len(idx), (length,), generator=generator).tolist()]
-        for k in range(0, len(pick), batch_size):
-            parts = [self._crop(self._load(j), size, generator) for j in pick[k : k + batch_size]]
-            yield _stack(parts)
+        # Crop offsets drawn for every chip up front, so that each rank crops a chip alike.
+        offsets = torch.rand(length, 2, generator=generator)
+        for pos in shard(range(length), batch_size=batch_size, rank=rank, world_size=world_size):
+            parts = [self._crop(self._load(pick[p]), size, offsets[p]) for p in pos]
+            yield _stack(parts, index=pos)
 
     @staticmethod
-    def _crop(b: Batch, size: int, generator: torch.Generator) -> Batch:
+    def _crop(b: Batch, size: int, offset: torch.Tensor) -> Batch:
         h, w = b.image.shape[-2:]
-        r = int(torch.randint(max(h - size, 0) + 1, (1,), generator=generator)) if h > size else 0
-        c = int(torch.randint(max(w - size, 0) + 1, (1,), generator=generator)) if w > size else 0
+        r = min(int(float(offset[0]) * (h - size + 1)), h - size) if h > size else 0
+        c = min(int(float(offset[1]) * (w - size + 1)), w - size) if w > size else 0
         img, m = _fit(
             b.image[0, :, r : r + size, c : c + size], b.mask[0, r : r + size, c : c + size], size
         )

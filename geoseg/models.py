@@ -1,12 +1,17 @@
-"""Segmentation architectures: U-Net, DeepLabV3, DeepLabV3+, FCN, PSPNet on several encoders.
+"""Segmentation architectures on several encoders.
 
-U-Net, DeepLabV3, DeepLabV3+ and PSPNet come from segmentation-models-pytorch; FCN (FCN-8s
-style skips) is built here on the same encoders. No weights are downloaded: encoders start
-from random initialisation unless a local weights file is given.
+U-Net, DeepLabV3, DeepLabV3+, PSPNet and SegFormer (its all-MLP decoder; on a Mix Transformer
+``mit_b0``/``mit_b1`` encoder as in the paper, or on any CNN encoder) come from
+segmentation-models-pytorch. Built here on the same encoders: FCN (FCN-8s style skips) and
+LR-ASPP, the light real-time head of MobileNetV3 (Howard et al. 2019), meant for
+``tu-mobilenetv3_large_100`` or ``tu-tf_efficientnet_lite0``. No weights are downloaded:
+encoders start from random initialisation unless a local weights file is given
+(:func:`geoseg.pretrained.load_encoder_state`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -51,6 +56,43 @@ class FCN(nn.Module):
         s = s + self.score16(feats[-2])
         s = F.interpolate(s, size=feats[-3].shape[-2:], mode="bilinear", align_corners=False)
         s = s + self.score8(feats[-3])
+        return F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class LRASPP(nn.Module):
+    """Lite R-ASPP (MobileNetV3 paper): a squeeze-excite gated 1x1 branch plus a stride-8 skip.
+
+    The stride-32 features go through a 1x1 conv (128 channels), gated by a sigmoid of their
+    global average; the result is upsampled to the stride-8 features, and class scores from both
+    are summed, then upsampled to the input size. About 0.2 M parameters beyond the encoder.
+    """
+
+    def __init__(
+        self, encoder_name: str, in_channels: int, classes: int, inter_channels: int = 128
+    ) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.encoders import get_encoder
+
+        self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=5, weights=None)
+        high, low = self.encoder.out_channels[-1], self.encoder.out_channels[-3]
+        self.cbr = nn.Sequential(
+            nn.Conv2d(high, inter_channels, 1, bias=False),
+            nn.BatchNorm2d(inter_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(high, inter_channels, 1, bias=False), nn.Sigmoid()
+        )
+        self.low_classifier = nn.Conv2d(low, classes, 1)
+        self.high_classifier = nn.Conv2d(inter_channels, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits at the input resolution."""
+        feats = self.encoder(x)
+        high, low = feats[-1], feats[-3]
+        h = self.cbr(high) * self.gate(high)
+        h = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        s = self.low_classifier(low) + self.high_classifier(h)
         return F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
@@ -104,6 +146,21 @@ def _build_net(arch: str, encoder: str, *, in_channels: int, num_classes: int) -
         raise ConfigError(
             f"in_channels ({in_channels}) and num_classes ({num_classes}) must be >= 1"
         )
+    # Mix Transformers call ``.item()`` while building, which the meta device (used by
+    # ModelBundle.build to skip the random init) cannot: build those small encoders on the CPU.
+    where = torch.device("cpu") if encoder.startswith("mit_") else contextlib.nullcontext()
+    try:
+        with where:
+            return _construct(arch, encoder, in_channels=in_channels, num_classes=num_classes)
+    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        raise ConfigError(
+            f"model {arch!r} does not work with encoder {encoder!r} "
+            f"({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}); "
+            "choose another encoder"
+        ) from exc
+
+
+def _construct(arch: str, encoder: str, *, in_channels: int, num_classes: int) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     kw = {
@@ -120,12 +177,21 @@ def _build_net(arch: str, encoder: str, *, in_channels: int, num_classes: int) -
         return smp.DeepLabV3Plus(**kw)
     if arch == "pspnet":
         return smp.PSPNet(**kw)
+    if arch == "segformer":
+        return smp.Segformer(**kw)
+    if arch == "lraspp":
+        return LRASPP(encoder, in_channels, num_classes)
     return FCN(encoder, in_channels, num_classes)
 
 
 def stride_multiple(arch: str) -> int:
-    """Input sizes must be multiples of this (the encoders' output stride)."""
-    return 32 if arch != "pspnet" else 8 * 4
+    """Input sizes must be multiples of this (the encoders' output stride).
+
+    Every encoder here downsamples 5 times (Mix Transformers: a stride-4 patch embedding then
+    3 stride-2 ones), and no decoder adds a stride: 32 for every architecture.
+    """
+    del arch
+    return 32
 
 
 def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:

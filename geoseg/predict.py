@@ -40,7 +40,13 @@ from rasterio.windows import Window
 
 from geoseg._malloc import tune_malloc
 from geoseg.classes import IGNORE_INDEX, ClassMap
-from geoseg.errors import BandMismatchError, EmptyResultError, GeosegError, ModelBundleError
+from geoseg.errors import (
+    BandMismatchError,
+    ConfigError,
+    EmptyResultError,
+    GeosegError,
+    ModelBundleError,
+)
 from geoseg.grid import Grid, check_chip_size, plan_windows
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
@@ -227,23 +233,37 @@ def pad_to(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, height - h), (0, width - w)], mode="reflect")
 
 
-def infer_batch(engine: Engine, chips: Sequence[Chip], contract: ModelContract) -> np.ndarray:
+def infer_batch(
+    engine: Engine,
+    chips: Sequence[Chip],
+    contract: ModelContract,
+    *,
+    tta: str = "none",
+    refine: str = "none",
+) -> np.ndarray:
     """Class probabilities ``(n, classes, h, w)`` float32 of same-shaped chips.
 
     Chips go through :meth:`ModelContract.prepare` (reflectance scaling, normalisation,
     nodata -> 0), are reflect-padded to the contract's input size (:meth:`pad_target`), run
-    through ``engine`` and cropped back.
+    through ``engine`` and cropped back. ``tta`` averages dihedral views of any engine
+    (:mod:`geoseg.tta`); ``refine`` post-processes each chip (:mod:`geoseg.refine`), both
+    before blending.
     """
+    from geoseg.refine import refine_batch
+    from geoseg.tta import tta_forward
+
     n = contract.in_channels  # chips may carry more bands (a cloud model's, read in the same pass)
-    x = contract.prepare(np.stack([c.data[:n] for c in chips]), np.stack([c.valid for c in chips]))
+    valid = np.stack([c.valid for c in chips])
+    x = contract.prepare(np.stack([c.data[:n] for c in chips]), valid)
     h, w = x.shape[-2:]
-    probs = engine(pad_to(x, *contract.pad_target(h, w)))
+    probs = tta_forward(engine, pad_to(x, *contract.pad_target(h, w)), mode=tta)
     if probs.ndim != 4 or probs.shape[1] != contract.num_classes:
         raise ModelBundleError(
             f"{contract.path or contract.name}: the model returned shape {probs.shape} for "
             f"{contract.num_classes} classes; its metadata does not describe its output"
         )
-    return np.ascontiguousarray(probs[..., :h, :w], dtype=np.float32)
+    probs = np.ascontiguousarray(probs[..., :h, :w], dtype=np.float32)
+    return refine_batch(refine, probs, x, valid)
 
 
 # ---- write ------------------------------------------------------------------------------------
@@ -372,9 +392,12 @@ class StreamingRun:
         batch_size: int,
         writer: PredictionWriter,
         clouds: CloudMasker | None = None,
+        tta: str = "none",
+        refine: str = "none",
     ) -> None:
         self.engine = engine
         self.clouds = clouds
+        self.tta, self.refine = tta, refine
         self.contract = contract
         self.batch_size = max(1, int(batch_size))
         self.writer = writer
@@ -402,7 +425,11 @@ class StreamingRun:
         pending, self._pending = self._pending, []
         todo = [c for c in pending if c.valid.any()]
         t0 = time.perf_counter()
-        probs = iter(infer_batch(self.engine, todo, self.contract) if todo else [])
+        probs = iter(
+            infer_batch(self.engine, todo, self.contract, tta=self.tta, refine=self.refine)
+            if todo
+            else []
+        )
         self.seconds["infer"] += time.perf_counter() - t0
         if self.clouds is not None:  # the cloud model on the same chips (geoseg.clouds)
             self.clouds.add(todo)
@@ -498,15 +525,9 @@ class PredictReport:
 
 
 def _area_km2(grid: Grid) -> float:
-    if grid.crs is not None and grid.crs.is_geographic:
-        from pyproj import Geod
+    from geoseg.area import area_m2
 
-        left, bottom, right, top = grid.bounds
-        lons = [left, right, right, left]
-        lats = [bottom, bottom, top, top]
-        area, _ = Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)
-        return abs(area) / 1e6
-    return grid.pixel_area * grid.height * grid.width / 1e6
+    return area_m2(grid) / 1e6
 
 
 # ---- the whole path ---------------------------------------------------------------------------
@@ -658,9 +679,12 @@ def _stream(
     overwrite: bool,
     where: str,
     clouds: CloudMasker | None = None,
+    tta: str = "none",
+    refine: str = "none",
 ) -> StreamingRun:
     """Read -> infer -> blend -> write every window of the plan, in one pass."""
     tags = _provenance(fit.contract, fit.indexes, size, overlap)
+    tags |= {"GEOSEG_TTA": tta, "GEOSEG_REFINE": refine}
     if clouds is not None:
         tags["GEOSEG_CLOUD_MODEL"] = clouds.plan.name
     writer = PredictionWriter(
@@ -686,6 +710,8 @@ def _stream(
                 batch_size=batch_size,
                 writer=writer,
                 clouds=clouds,
+                tta=tta,
+                refine=refine,
             )
             chips = read_ahead(reader, p.windows, workers=READ_WORKERS, ahead=2 * batch_size)
             for chip in progress(chips, total=len(p.windows), desc="predict", unit="chip"):
@@ -725,6 +751,8 @@ def predict(
     overwrite: bool = False,
     device: str | Any | None = None,
     threads: int | None = None,
+    tta: str = "none",
+    refine: str = "none",
 ) -> PredictReport:
     """Segment ``scene`` with a model into a styled class COG at ``out``.
 
@@ -760,11 +788,22 @@ def predict(
         overwrite: replace existing outputs.
         device: ``cuda``/``cpu`` (default: CUDA when present, else CPU).
         threads: CPU threads for inference (default: the engine's).
+        tta: test-time augmentation, ``none``, ``hflip``, ``flips`` or ``d4``
+            (:mod:`geoseg.tta`; 1, 2, 4 or 8 forward passes per chip).
+        refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
     """
     t_start = time.perf_counter()
+    from geoseg.refine import REFINE_MODES
+    from geoseg.tta import TTA_MODES
+
+    if tta not in TTA_MODES or refine not in REFINE_MODES:
+        raise ConfigError(
+            f"tta {tta!r} / refine {refine!r}: use tta {'|'.join(TTA_MODES)} "
+            f"and refine {'|'.join(REFINE_MODES)}"
+        )
     tune_malloc()
     outputs = _check_outputs(
         out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
@@ -810,6 +849,8 @@ def predict(
         overwrite=overwrite,
         where=where,
         clouds=clouds,
+        tta=tta,
+        refine=refine,
     )
     result = outputs.rasters + (clouds.outputs if clouds else [])
     result += _vectorize(outputs, run, overwrite=overwrite)

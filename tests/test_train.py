@@ -100,3 +100,14 @@ def test_aber_unet_learns(aber_training: dict[str, Any]) -> None:
     test = aber_training["test"]
     assert test is not None and test["miou"] > 0.4
     assert ModelBundle.load(aber_training["bundle"]).bands[0] == "B2_blue"
+
+
+def test_cutmix_and_mixup_train_and_are_recorded(tmp_path: Path) -> None:
+    """Training with CutMix and MixUp on every batch runs, is seeded, and is in the bundle."""
+    kw: dict[str, Any] = {"augment": {"cutmix": 0.5, "mixup": 0.5}, "steps_per_epoch": 2}
+    a = train(config=tiny(tmp_path, "a.pt", **kw))
+    b = train(config=tiny(tmp_path, "b.pt", **kw))
+    plain = train(config=tiny(tmp_path, "c.pt", steps_per_epoch=2))
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert a.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    assert ModelBundle.load(a.bundle_path).config["augment"]["cutmix"] == 0.5

@@ -10,6 +10,9 @@ import click
 from geoseg.cli.options import json_opt, overlap_opt, overwrite_opt, size_opt
 
 AUTO = "__auto__"
+#: geoseg.tta.TTA_MODES and geoseg.refine.REFINE_MODES (spelled out: the CLI starts light).
+TTA_CHOICES = ("none", "hflip", "flips", "d4")
+REFINE_CHOICES = ("none", "crf")
 
 
 def _bands(value: str | None) -> list[str | int] | None:
@@ -136,6 +139,20 @@ def _floats(value: str | None, what: str) -> list[float] | None:
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference."
 )
 @click.option(
+    "--tta",
+    type=click.Choice(TTA_CHOICES),
+    default="none",
+    show_default=True,
+    help="Test-time augmentation: average 2 (hflip), 4 (flips) or 8 (d4) flipped/rotated views.",
+)
+@click.option(
+    "--refine",
+    type=click.Choice(REFINE_CHOICES),
+    default="none",
+    show_default=True,
+    help="Edge-aware refinement of each chip: crf = local mean-field CRF guided by the bands.",
+)
+@click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False),
@@ -166,6 +183,8 @@ def predict(
     cloud_bands: str | None,
     device: str | None,
     threads: int | None,
+    tta: str,
+    refine: str,
     report_path: str | None,
     as_json: bool,
     overwrite: bool,
@@ -210,6 +229,8 @@ def predict(
         overwrite=overwrite,
         device=device,
         threads=threads,
+        tta=tta,
+        refine=refine,
     )
     d = report.to_dict()
     if report_path:

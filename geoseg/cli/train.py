@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,12 @@ from geoseg.model_names import ARCHITECTURES, ENCODERS
     default=None,
     help="Local weights file to start from.",
 )
+@click.option(
+    "--encoder-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local encoder state dict (timm, torchvision or smp keys; first conv adapted to the bands).",
+)
 @click.option("--epochs", type=int, default=None, help="Number of epochs [20].")
 @click.option("--steps", "steps_per_epoch", type=int, default=None, help="Batches per epoch [50].")
 @click.option("--batch-size", type=int, default=None, help="Chips per batch [8].")
@@ -58,6 +65,18 @@ from geoseg.model_names import ARCHITECTURES, ENCODERS
 @click.option("--loss", default=None, help="ce, wce, focal, dice or a sum such as ce+dice [ce].")
 @click.option(
     "--patience", type=int, default=None, help="Stop after N epochs without a better val mIoU."
+)
+@click.option(
+    "--cutmix",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Probability per batch of CutMix (a box of another chip pasted, image and mask) [0].",
+)
+@click.option(
+    "--mixup",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Probability per batch of MixUp (images blended, the loss mixed by lam) [0].",
 )
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option(
@@ -86,12 +105,14 @@ def train(config_path: str | None, **opts: Any) -> None:
       geoseg train --chips chips/ --model unet --encoder resnet18 --epochs 20 --out model.pt
       geoseg train --scene s2.tif --labels forest.gpkg --labels water.gpkg --out model.pt
       geoseg train --config train.yaml --out model.pt
+      torchrun --nproc-per-node 4 -m geoseg train --config train.yaml --out model.pt
     """
     from geoseg.config import merge_mapping, read_yaml_mapping, validate_mapping
     from geoseg.train import TrainConfig
     from geoseg.train import train as run_train
 
     scene, labels = opts.pop("scene"), opts.pop("labels")
+    mix = {k: v for k in ("cutmix", "mixup") if (v := opts.pop(k)) is not None}
     # Options not given are None (flags False); 0 is a value (`v not in (None, False)` drops it).
     given: dict[str, Any] = {k: v for k, v in opts.items() if v is not None and v is not False}
     if scene is not None:
@@ -103,11 +124,18 @@ def train(config_path: str | None, **opts: Any) -> None:
         # give (e.g. --out) need not be in the file. Paths in the file resolve against its
         # folder; paths given here are made absolute so that they stay relative to the cwd.
         cfg = Path(config_path)
-        data = merge_mapping(read_yaml_mapping(cfg), _absolute_paths(given))
+        raw = read_yaml_mapping(cfg)
+        if mix:  # merged into the file's augment section, not replacing it
+            given["augment"] = {**dict(raw.get("augment") or {}), **mix}
+        data = merge_mapping(raw, _absolute_paths(given))
         config = validate_mapping(data, TrainConfig, source=str(cfg), base_dir=cfg.parent.resolve())
     else:
+        if mix:
+            given["augment"] = mix
         config = validate_mapping(given, TrainConfig, source="command line")
     result = run_train(config=config)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return
     msg = f"wrote {result.bundle_path} (best epoch {result.best_epoch}/{result.epochs_run}"
     for name, s in (("val", result.val), ("test", result.test)):
         if s:
@@ -124,7 +152,7 @@ def _absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
         return str(Path(p).absolute())
 
     out = dict(given)
-    for key in ("chips", "weights", "out"):
+    for key in ("chips", "weights", "encoder_weights", "out"):
         if key in out:
             out[key] = absolute(out[key])
     if "scenes" in out:

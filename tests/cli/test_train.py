@@ -108,3 +108,48 @@ def test_train_cli_errors(tmp_path: Path) -> None:
         cli, ["train", "--chips", str(tmp_path), "--out", str(tmp_path / "m.pt")]
     )
     assert r.exit_code == 1 and "geoseg tile" in r.output
+
+
+def test_train_cli_encoder_weights(tmp_path: Path) -> None:
+    """--encoder-weights: a torchvision file starts the encoder; a wrong one is one clear line."""
+    import torchvision
+
+    scene, labels = make_scene(tmp_path)
+    torch.manual_seed(4)
+    tv = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(tv, tmp_path / "r18.pth")
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "mnv2.pth")
+    args = ["-q", "train", "--scene", str(scene), "--labels", str(labels), "--encoder"]
+    args += ["resnet18", "--epochs", "1", "--steps", "1", "--batch-size", "2", "--size", "32"]
+    args += ["--lr", "1e-12"]
+    out = tmp_path / "m.pt"
+    r = CliRunner().invoke(
+        cli, [*args, "--encoder-weights", str(tmp_path / "r18.pth"), "--out", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    sd = ModelBundle.load(out).state_dict
+    torch.testing.assert_close(sd["net.encoder.layer4.1.conv2.weight"], tv["layer4.1.conv2.weight"])
+    r = CliRunner().invoke(
+        cli,
+        [*args, "--encoder-weights", str(tmp_path / "mnv2.pth"), "--out", str(tmp_path / "n.pt")],
+    )
+    assert r.exit_code == 1 and "of 100 tensors of the resnet18 encoder" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "n.pt").exists()
+
+
+def test_train_cli_cutmix_mixup_merge_into_config_augment(tmp_path: Path) -> None:
+    scene, labels = make_scene(tmp_path)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(
+        f"scenes:\n  - image: {scene.name}\n    labels: [{labels.name}]\nencoder: mobilenet_v2\n"
+        "epochs: 1\nsteps_per_epoch: 1\nbatch_size: 2\nchip_size: 32\naugment: {jitter: 0.0}\n"
+    )
+    out = tmp_path / "m.pt"
+    args = ["-q", "train", "--config", str(cfg), "--cutmix", "0.3", "--mixup", "0.2"]
+    r = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    aug = ModelBundle.load(out).config["augment"]
+    assert aug["cutmix"] == 0.3 and aug["mixup"] == 0.2 and aug["jitter"] == 0.0
+    bad = [*args[:4], "--cutmix", "0.8", "--mixup", "0.5", "--out", str(tmp_path / "n.pt")]
+    r = CliRunner().invoke(cli, bad)
+    assert r.exit_code == 1 and "summing to <= 1" in r.output, r.output

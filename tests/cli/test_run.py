@@ -26,7 +26,7 @@ def test_bad_workflow_is_one_line_exit_1(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert res.output.strip().splitlines() == [
         f"Error: {p}:4: wokers: unknown key; allowed keys here: aoi, aoi_name_column, change, "
-        "model, name, output, pairs, predict, scenes, stages, vectorize"
+        "cloud_mask, model, name, output, pairs, predict, scenes, stages, vectorize"
     ]
 
 

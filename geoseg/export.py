@@ -22,6 +22,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +30,9 @@ from geoseg.bundle import ModelBundle
 from geoseg.errors import ModelBundleError
 
 __all__ = ["deepness_properties", "export_onnx", "geoseg_properties"]
+
+if TYPE_CHECKING:
+    from geoseg.runtime.quantize import QuantFormat
 
 OPSET = 17
 #: Deepness reads 8-bit-style values and divides by this before standardising.
@@ -76,6 +80,10 @@ def export_onnx(
     *,
     overwrite: bool = False,
     opset: int = OPSET,
+    int8: bool = False,
+    calibration: str | os.PathLike[str] | None = None,
+    calibration_chips: int | None = None,
+    quant_format: QuantFormat = "qdq",
 ) -> Path:
     """Write the model of ``bundle_path`` as an ONNX file ``out``.
 
@@ -84,6 +92,13 @@ def export_onnx(
         out: the ONNX file to write.
         overwrite: replace ``out`` if it exists.
         opset: the ONNX opset version.
+        int8: quantize to INT8 (ONNX Runtime static quantization,
+            :mod:`geoseg.runtime.quantize`); the ``quantization`` metadata property says so.
+        calibration: INT8 calibration chips (a ``geoseg tile`` folder or a scene); default:
+            the ``train`` strip of the bundle's training scenes.
+        calibration_chips: how many calibration chips (default
+            :data:`~geoseg.runtime.quantize.CALIBRATION_CHIPS`).
+        quant_format: ``qdq`` or ``qoperator`` (INT8 only).
 
     Returns:
         The path written.
@@ -98,6 +113,14 @@ def export_onnx(
 
     bundle = ModelBundle.load(bundle_path)
     check_output(out, overwrite=overwrite)
+    chips = None
+    if int8:  # read the calibration chips before writing anything: a bad source fails first
+        from geoseg.runtime.quantize import CALIBRATION_CHIPS
+        from geoseg.runtime.quantize import calibration_chips as read_chips
+
+        chips = read_chips(
+            bundle, calibration=calibration, count=calibration_chips or CALIBRATION_CHIPS
+        )
     model = torch.nn.Sequential(bundle.build("cpu"), torch.nn.Softmax(dim=1)).eval()
     example = torch.zeros(1, bundle.in_channels, 64, 64)
     props = {**geoseg_properties(bundle), **deepness_properties(bundle)}
@@ -130,4 +153,26 @@ def export_onnx(
             entry.key, entry.value = k, v
         proto.doc_string = bundle.description or f"geoseg {bundle.arch}/{bundle.encoder}"
         onnx.save(proto, str(tmp))
+        if chips is not None:
+            _quantize_in_place(Path(tmp), chips, quant_format)
     return Path(out)
+
+
+def _quantize_in_place(path: Path, chips: object, fmt: QuantFormat) -> None:
+    """Replace the fp32 ONNX file ``path`` by its INT8 quantization."""
+    import numpy as np
+
+    from geoseg.runtime.quantize import quantize_onnx
+
+    fp32 = path.with_name(path.stem + ".fp32.onnx")
+    path.replace(fp32)
+    try:
+        quantize_onnx(fp32, path, np.asarray(chips), fmt=fmt)
+    except Exception as exc:
+        raise ModelBundleError(
+            f"{path}: ONNX Runtime cannot quantize this model to INT8 "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "export without --int8"
+        ) from exc
+    finally:
+        fp32.unlink(missing_ok=True)

@@ -567,6 +567,8 @@ def _provenance(
         "GEOSEG_CHIP_SIZE": size,
         "GEOSEG_OVERLAP": overlap,
     }
+    if contract.extra.get("quantization"):
+        tags["GEOSEG_MODEL_QUANTIZATION"] = contract.extra["quantization"]
     if contract.reflectance_scale is not None:
         tags["GEOSEG_REFLECTANCE_SCALE"] = ",".join(f"{v:g}" for v in contract.reflectance_scale)
         tags["GEOSEG_REFLECTANCE_OFFSET"] = ",".join(

@@ -205,7 +205,11 @@ def _geoseg_onnx_contract(path: Path, props: dict[str, str], name: str) -> Model
             output="probabilities" if props.get("output") == "probabilities" else "logits",
             description=str(meta.get("description", "")),
             path=str(path),
-            extra={"arch": meta.get("arch"), "encoder": meta.get("encoder")},
+            extra={
+                "arch": meta.get("arch"),
+                "encoder": meta.get("encoder"),
+                "quantization": props.get("quantization"),
+            },
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ModelBundleError | ClassMapError):

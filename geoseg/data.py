@@ -706,11 +706,11 @@ def compute_normalization(
 def normalize_batch(
     image: torch.Tensor, norm: Normalization, *, nodata: float | None = None
 ) -> torch.Tensor:
-    """Apply ``norm`` to a raw ``(N, C, h, w)`` batch; nodata pixels (all bands) become 0."""
+    """Apply ``norm`` to a raw ``(N, C, h, w)`` batch; nodata pixels (all bands) and NaN become 0."""
     off = torch.tensor(norm.offset, dtype=torch.float32).view(1, -1, 1, 1)
     sc = torch.tensor(norm.scale, dtype=torch.float32).view(1, -1, 1, 1)
     out = (image.float() - off) / torch.where(sc > 0, sc, torch.ones_like(sc))
     if nodata is not None:
         bad = torch.all(image == nodata, dim=1, keepdim=True)
         out = out.masked_fill(bad, 0.0)
-    return out
+    return out.masked_fill(torch.isnan(out), 0.0)  # NaN nodata (tiled float chips keep it)

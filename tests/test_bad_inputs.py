@@ -547,6 +547,42 @@ CASES: list[Case] = [
         lambda: _tile(bi.vector(IN), "--size", "16", "--overlap", "24"),
         ("overlap", "24"),
     ),
+    Case(
+        "tile-no-crs",
+        "tile",
+        "scene without a CRS (no folder left behind)",
+        lambda: _tile(bi.vector(IN), scene=bi.scene(IN, "nocrs.tif", crs=None)),
+        ("in/nocrs.tif", "CRS"),
+    ),
+    Case(
+        "tile-split-impossible",
+        "tile",
+        "labels in one corner: the chips there overlap, no leak-free val/test",
+        lambda: _tile(bi.vector(IN, boxes=[pixel_box(0, 0, 10, 10)], classes=["water"])),
+        ("cannot be made", "--block-size", "--no-split"),
+    ),
+    Case(
+        "tile-split-no-train",
+        "tile",
+        "--split 0,0,1 (an empty train split)",
+        lambda: _tile(bi.vector(IN), "--split", "0,0,1"),
+        ("0,0,1", "train"),
+    ),
+    Case(
+        "tile-out-is-file",
+        "tile",
+        "--out names an existing file (kept intact)",
+        lambda: _tile(bi.vector(IN)) if _existing(OUT / "chips") else [],
+        ("out/chips", "file"),
+    ),
+    Case(
+        "tile-no-split",
+        "tile",
+        "--no-split on a scene too small for three splits: must work (all chips train)",
+        lambda: _tile(bi.vector(IN), "--no-split"),
+        ok=True,
+        outputs=("out/chips/index.gpkg", "out/chips/tile_report.json"),
+    ),
     # train / export
     Case(
         "train-config-unknown-key",
@@ -971,3 +1007,47 @@ def test_docs_list_every_case() -> None:
 @pytest.mark.parametrize("case", _params())
 def test_bad_input(case: Case, tmp_path: Path) -> None:
     check_case(case, run_case(case, tmp_path / "case"))
+
+
+# ---- no folder left behind (a refusal creates no output folder) -------------------------------
+def _folders(root: Path) -> set[str]:
+    return {str(Path(d).relative_to(root)) for d, _, _ in os.walk(root)} - {"."}
+
+
+FOLDER_CASES = [
+    c
+    for c in CASES
+    if not c.ok
+    and c.fsize is None
+    and (
+        c.command == "tile"
+        or c.id
+        in {
+            "predict-missing-scene",
+            "predict-no-crs",
+            "predict-all-nodata",
+            "predict-aoi-outside",
+            "train-config-no-out",
+            "train-chips-missing",
+            "vectorize-missing",
+            "vectorize-bad-min-area",
+            "evaluate-reference-missing",
+            "evaluate-no-overlap",
+            "change-no-overlap",
+            "change-unknown-class",
+        }
+    )
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in FOLDER_CASES])
+def test_refusal_leaves_no_folder(case: Case, tmp_path: Path) -> None:
+    """The inputs are checked before any output folder is made (files are checked above)."""
+    built = tmp_path / "built"
+    built.mkdir()
+    with _cwd(built):
+        case.build()  # the folders the inputs themselves make
+    outcome = run_case(case, tmp_path / "case")
+    assert outcome.exit_code != 0, outcome.output
+    new = sorted(_folders(tmp_path / "case") - _folders(built))
+    assert not new, f"folders left behind: {new}\n{outcome.output}"

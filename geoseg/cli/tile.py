@@ -53,7 +53,18 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
 )
 @size_opt
 @overlap_opt
-@click.option("--split", default="0.7,0.15,0.15", show_default=True, help="train,val,test.")
+@click.option(
+    "--split",
+    default="0.7,0.15,0.15",
+    show_default=True,
+    help="train,val,test fractions of the spatial split (1,0,0: all train).",
+)
+@click.option(
+    "--no-split",
+    is_flag=True,
+    default=False,
+    help="Every chip in train, no blocks, no buffer (for scenes held out whole).",
+)
 @click.option(
     "--bands", default=None, help="Bands by 1-based index or name, e.g. 4,3,2 or B04,B08."
 )
@@ -63,10 +74,13 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
     "--min-labelled", type=float, default=0.01, show_default=True, help="Min labelled fraction."
 )
 @click.option(
-    "--block-size", type=int, default=None, help="Split block side in pixels [4*(size-overlap)]."
+    "--block-size",
+    type=int,
+    default=None,
+    help="Split block side in pixels [chosen from the scenes and chip size].",
 )
 @click.option("--buffer", type=int, default=None, help="Gap between splits in pixels [overlap].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the block shuffle.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the block split.")
 @overwrite_opt
 def tile(
     scenes: tuple[str, ...],
@@ -77,6 +91,7 @@ def tile(
     size: int | None,
     overlap: int | None,
     split: str,
+    no_split: bool,
     bands: str | None,
     resolution: float | None,
     min_valid: float,
@@ -89,20 +104,26 @@ def tile(
     """Cut SCENE(s) and their labels into chips: DIR/images, DIR/masks, classes.yaml, index.gpkg.
 
     A SCENE is a raster file or a folder of single-band files (stacked in name order,
-    resampled to one grid). Pixels without a label or without data are 255 in the masks.
+    resampled to one grid). Image chips keep the scene's values, dtype and nodata; pixels
+    without a label or without data are 255 in the masks. Chips are split into train/val/test
+    by map blocks with a buffer between splits; a split that cannot be made is an error and
+    nothing is written. --size defaults to 256 px, --overlap to 32 px (at most a quarter of
+    --size).
     """
     from geoseg.classes import ClassMap
     from geoseg.tiling import tile_scenes
 
+    chip = size if size is not None else 256
     report = tile_scenes(
         scenes,
         labels=_expand(labels),
         out_dir=Path(out_dir),
         class_column=class_column,
         classes=ClassMap.read(classes_path) if classes_path else None,
-        size=size if size is not None else 256,
-        overlap=overlap if overlap is not None else 32,
+        size=chip,
+        overlap=overlap if overlap is not None else min(32, chip // 4),
         split=_floats(split),
+        no_split=no_split,
         bands=_bands(bands),
         resolution=resolution,
         min_valid=min_valid,

@@ -33,9 +33,10 @@ _TMP_RE = re.compile(r"^\.(?P<name>.+)\.geoseg-tmp-(?P<pid>\d+)-[0-9a-f]+(?P<suf
 def check_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Check that ``path`` may be written; raise a clear error otherwise.
 
-    The parent folder is created if missing. Raises :class:`OutputExistsError` when the file
-    exists and ``overwrite`` is false, :class:`OutputWriteError` when the folder cannot be
-    written.
+    Nothing is created: a missing parent folder is made only when the output is written
+    (:func:`atomic_outputs`), so a run refused later leaves no empty folder behind. Raises
+    :class:`OutputExistsError` when the file exists and ``overwrite`` is false,
+    :class:`OutputWriteError` when the folder cannot be created or written.
     """
     p = Path(path)
     if p.exists() and not overwrite:
@@ -45,15 +46,46 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Pa
     if p.is_dir():
         raise OutputWriteError(f"{p}: is a folder, not a file; give a file name for the output")
     parent = p.parent if str(p.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
         raise OutputWriteError(
-            f"{parent}: cannot create the output folder ({exc.strerror}); choose a writable folder"
-        ) from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputWriteError(f"{parent}: output folder is not writable; choose a writable folder")
+            f"{parent}: cannot create the output folder ({existing} is a file, not a folder); "
+            "choose a writable folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputWriteError(
+            f"{existing}: output folder is not writable; choose a writable folder"
+        )
     return p
+
+
+def _make_folders(folders: Sequence[Path]) -> list[Path]:
+    """Create missing ``folders`` (and parents); return those created, innermost first."""
+    made: list[Path] = []
+    for folder in folders:
+        missing: list[Path] = []
+        p = folder
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _remove_empty(made)
+            raise OutputWriteError(
+                f"{folder}: cannot create the output folder ({exc.strerror}); "
+                "choose a writable folder"
+            ) from exc
+        made.extend(missing)
+    return made
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def temporary_path(path: str | os.PathLike[str]) -> Path:
@@ -114,12 +146,14 @@ def atomic_outputs(
 ) -> Iterator[list[Path]]:
     """Yield temporary paths for ``paths``; rename them all into place when the block succeeds.
 
-    On any exception (including KeyboardInterrupt) the temporaries are removed and no output
-    is created or replaced. Existing outputs raise :class:`OutputExistsError` up front unless
+    Missing parent folders are created here. On any exception (including KeyboardInterrupt)
+    the temporaries, and the folders made for them, are removed and no output is created or
+    replaced. Existing outputs raise :class:`OutputExistsError` up front unless
     ``overwrite``. Sidecars that GDAL writes beside a temporary (``.aux.xml``, ``.ovr``) are
     removed too.
     """
     finals = [check_output(p, overwrite=overwrite) for p in paths]
+    made = _make_folders(sorted({f.parent for f in finals}))
     for f in {f.parent for f in finals}:
         clean_stale_temporaries(f)
     temps = [temporary_path(f) for f in finals]
@@ -132,6 +166,7 @@ def atomic_outputs(
     except OSError as exc:
         for tmp in temps:
             _cleanup(tmp)
+        _remove_empty(made)
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise OutputWriteError(
                 f"{finals[0]}: ran out of disk space while writing ({exc.strerror}); free space or write elsewhere"
@@ -140,6 +175,7 @@ def atomic_outputs(
     except BaseException:
         for tmp in temps:
             _cleanup(tmp)
+        _remove_empty(made)
         raise
     finally:
         for tmp in temps:

@@ -49,4 +49,47 @@ def test_tile_command_bad_column_one_line(
     assert r.exit_code == 1
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and "available columns: landcover" in lines[0]
-    assert not (tmp_path / "o" / "index.gpkg").exists()
+    assert not (tmp_path / "o").exists()  # no folder left behind
+
+
+def test_tile_command_reports_the_split_and_no_split(
+    tmp_path: Path, raster_factory: Callable[..., Path]
+) -> None:
+    import json
+
+    scene, labels = _inputs(tmp_path, raster_factory)
+    base = ["tile", str(scene), "--labels", str(labels), "--class-column", "landcover",
+            "--size", "32", "--overlap", "8"]  # fmt: skip
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "a" / "tile_report.json").read_text())
+    assert report["block_size_auto"] and report["chips"]["train"] > 0
+    for s in ("train", "val", "test"):
+        assert report["chips"][s] > 0
+        assert f"{s:5s} {report['chips'][s]} chips, labelled pixels: forest" in r.output
+    assert f"dropped {report['dropped']['buffer']} for the 8 px buffer" in r.output
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "b"), "--no-split"])
+    assert r.exit_code == 0, r.output
+    index = gpd.read_file(tmp_path / "b" / "index.gpkg")
+    assert set(index["split"]) == {"train"} and "no split" in r.output
+
+
+def test_tile_command_refusals_write_nothing(
+    tmp_path: Path, raster_factory: Callable[..., Path]
+) -> None:
+    scene, _ = _inputs(tmp_path, raster_factory)
+    corner = write_vector(tmp_path / "corner.geojson", [pixel_box(0, 0, 30, 30)], c=["x"])
+    nocrs = raster_factory("nocrs.tif", crs=None, width=128, height=128)
+    out = tmp_path / "new" / "chips"
+    for args in (
+        [str(scene), "--labels", str(corner), "--class-column", "c", "--size", "32"],
+        [str(nocrs), "--labels", str(corner), "--class-column", "c", "--size", "32"],
+        [str(scene), "--labels", str(corner), "--split", "0,0,1"],
+    ):
+        r = CliRunner().invoke(cli, ["tile", *args, "--out", str(out)])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), r.output
+        assert not (tmp_path / "new").exists()
+    assert "cannot be made: val gets no chip" in CliRunner().invoke(cli, [
+        "tile", str(scene), "--labels", str(corner), "--class-column", "c", "--size", "32",
+        "--out", str(out)]).output  # fmt: skip

@@ -105,3 +105,19 @@ def test_file_lock_makes_other_processes_wait(tmp_path: Path) -> None:
         assert not mark.exists()  # still waiting for us
     assert child.wait(timeout=60) == 0
     assert mark.read_text() == "child"
+
+
+def test_check_creates_nothing_and_a_failed_write_removes_the_folders_it_made(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "a" / "b" / "out.tif"
+    assert check_output(out) == out
+    assert not (tmp_path / "a").exists()  # a refusal after the check leaves no folder
+    with pytest.raises(RuntimeError), atomic_outputs([out]) as (tmp,):
+        assert tmp.parent.is_dir()
+        tmp.write_text("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_outputs([out]) as (tmp,):
+        tmp.write_text("done")
+    assert out.read_text() == "done"

@@ -242,13 +242,13 @@ class SceneData:
             self.classes = classes
         lut = _ids_to_index_lut(self.classes)
         mask = lut[mask_ids]
-        # Scene nodata (all bands equal to nodata) is never a label.
+        # A pixel where any band is nodata is never a label (valid = all bands, as in predict).
         nodata = self.nodata[i]
         if nodata is not None:
             with rasterio.open(scene) as ds:
                 for _, win in ds.block_windows(1):
                     data = ds.read(window=win)
-                    bad = np.all(data == nodata, axis=0)
+                    bad = np.any(np.isnan(data) if np.isnan(nodata) else data == nodata, axis=0)
                     r, c = int(win.row_off), int(win.col_off)
                     mask[r : r + bad.shape[0], c : c + bad.shape[1]][bad] = IGNORE_INDEX
         if not np.any(mask != IGNORE_INDEX):

@@ -50,7 +50,7 @@ from geoseg.errors import (
 from geoseg.grid import Grid, check_chip_size, plan_windows
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
-from geoseg.io.raster import open_raster, valid_from_data
+from geoseg.io.raster import band_validity, open_raster
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
 from geoseg.runtime import sources
@@ -141,16 +141,26 @@ def plan(grid: Grid, *, size: int, overlap: int, aoi: Any = None) -> list[Window
 # ---- read -------------------------------------------------------------------------------------
 @dataclass
 class Chip:
-    """One chip read from the scene: raw ``data`` (bands, h, w) and ``valid`` (h, w) mask."""
+    """One chip read from the scene: raw ``data`` (bands, h, w) and ``valid`` (h, w) mask.
+
+    ``valid`` is where every model band has data; ``partial`` counts the pixels this chip owns
+    (see :class:`ChipReader`) where some bands have data and others not (left unclassified).
+    """
 
     window: Window
     data: np.ndarray
     valid: np.ndarray
     seconds: float = 0.0
+    partial: int = 0
 
 
 class ChipReader:
-    """Reads chips in worker threads, one dataset handle per thread."""
+    """Reads chips in worker threads, one dataset handle per thread.
+
+    A pixel is *owned* by the window with the largest row and column starts at or before it
+    (``starts``: the row and column starts of the full plan), so per-pixel counts summed over
+    overlapping chips count each pixel once.
+    """
 
     def __init__(
         self,
@@ -159,11 +169,13 @@ class ChipReader:
         indexes: tuple[int, ...],
         grid: Grid,
         aoi: Any = None,
+        starts: tuple[Sequence[int], Sequence[int]] | None = None,
     ) -> None:
         self.opener = opener
         self.indexes = indexes
         self.grid = grid
         self.aoi = aoi
+        self.starts = starts
         self._local = threading.local()
         self._handles: list[Any] = []
         self._lock = threading.Lock()
@@ -182,15 +194,36 @@ class ChipReader:
         t0 = time.perf_counter()
         ds = self._dataset()
         data = ds.read(list(self.indexes), window=window)
-        valid = valid_from_data(ds, data, window)
+        valid, some = band_validity(ds, data, window, indexes=self.indexes)
         if self.aoi is not None:
             from rasterio.features import geometry_mask
 
             sub = self.grid.window_grid(window)
-            valid &= geometry_mask(
+            inside = geometry_mask(
                 [self.aoi], out_shape=sub.shape, transform=sub.transform, invert=True
             )
-        return Chip(window, data, valid, time.perf_counter() - t0)
+            valid &= inside
+            some &= inside
+        partial = some & ~valid
+        rows, cols = self._owned(window)
+        n_partial = int(np.count_nonzero(partial[rows, cols]))
+        return Chip(window, data, valid, time.perf_counter() - t0, n_partial)
+
+    def _owned(self, window: Window) -> tuple[slice, slice]:
+        """The part of ``window`` (window-relative slices) that this window owns."""
+        if self.starts is None:
+            return slice(None), slice(None)
+        r0, c0 = int(window.row_off), int(window.col_off)
+
+        def end(starts: Sequence[int], start: int, length: int) -> int:
+            later = [s for s in starts if s > start]
+            return (min(later) - start) if later else length
+
+        rows, cols = self.starts
+        return (
+            slice(0, end(rows, r0, int(window.height))),
+            slice(0, end(cols, c0, int(window.width))),
+        )
 
     def close(self) -> None:
         """Close every handle opened by the workers."""
@@ -407,11 +440,13 @@ class StreamingRun:
         self._pending: list[Chip] = []
         self.skipped = 0
         self.valid_pixels = 0
+        self.partial_pixels = 0
         self.seconds = {"read": 0.0, "infer": 0.0, "blend": 0.0, "write": 0.0}
 
     def feed(self, chip: Chip) -> None:
         """Take the next chip (row-major order)."""
         self.seconds["read"] += chip.seconds
+        self.partial_pixels += chip.partial
         self._pending.append(chip)
         if sum(c.valid.any() for c in self._pending) >= self.batch_size:
             self._flush()
@@ -480,6 +515,8 @@ class PredictReport:
     model_source: str = ""
     reflectance: dict[str, list[float]] | None = None
     clouds: dict[str, Any] | None = None
+    #: pixels where some model bands have data and others not: left unclassified (nodata).
+    partial_pixels: int = 0
 
     @property
     def mpx_per_s(self) -> float:
@@ -519,6 +556,14 @@ class PredictReport:
                     f"{self.clouds['shadow_pixels']} shadow px written as nodata"
                 ]
                 if self.clouds
+                else []
+            )
+            + (
+                [
+                    f"Partial: {self.partial_pixels} pixels have some bands missing and are left "
+                    "unclassified (nodata)"
+                ]
+                if self.partial_pixels
                 else []
             )
         )
@@ -700,7 +745,9 @@ def _stream(
         overwrite=overwrite,
     )
     indexes = clouds.read_indexes if clouds is not None else fit.indexes
-    reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi)
+    full = plan_windows(p.grid.shape, size, overlap)
+    starts = (sorted({int(w.row_off) for w in full}), sorted({int(w.col_off) for w in full}))
+    reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=starts)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
         with writer, clouds or contextlib.nullcontext():
             run = StreamingRun(
@@ -941,6 +988,7 @@ def _report(
         windows_outside_aoi=p.all_windows - len(p.windows),
         pixels=p.grid.height * p.grid.width,
         valid_pixels=run.valid_pixels,
+        partial_pixels=run.partial_pixels,
         area_km2=_area_km2(p.grid),
         seconds=run.seconds,
         peak_buffer_rows=run.stitcher.peak_rows,

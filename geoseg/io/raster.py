@@ -25,11 +25,13 @@ from geoseg.grid import Grid
 
 __all__ = [
     "RasterInfo",
+    "band_validity",
     "check_grid",
     "colour_table",
     "open_raster",
     "raster_classes",
     "raster_info",
+    "valid_from_data",
 ]
 
 
@@ -206,3 +208,44 @@ def valid_from_data(
     if arr.dtype.kind == "f":
         valid &= ~np.isnan(arr).all(axis=0)
     return valid
+
+
+def band_validity(
+    ds: Any, data: np.ndarray, window: Any, *, indexes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(all_valid, any_valid)`` (h, w) of ``data`` (the bands ``indexes`` of ``ds`` in ``window``).
+
+    A pixel is valid for a model only where **every** band it reads has data: not the band's
+    nodata value, not NaN, not masked by a mask band. ``any_valid`` is where at least one band
+    has data, so ``any_valid & ~all_valid`` are the partially-valid pixels (a band that covers
+    less area than the others). Nodata and NaN are computed from ``data``; mask and alpha bands
+    are read from GDAL (once per distinct mask).
+    """
+    from rasterio.enums import MaskFlags
+
+    arr = data if data.ndim == 3 else data[np.newaxis]
+    all_valid = np.ones(arr.shape[-2:], dtype=bool)
+    any_valid = np.zeros(arr.shape[-2:], dtype=bool)
+    masks: dict[tuple[str, ...], np.ndarray] = {}
+    for k, i in enumerate(indexes):
+        flags = ds.mask_flag_enums[i - 1]
+        band = arr[k]
+        if MaskFlags.nodata in flags:
+            nodata = ds.nodatavals[i - 1]
+            ok = ~np.isnan(band) if np.isnan(nodata) else band != nodata
+        elif flags == [MaskFlags.all_valid]:
+            ok = np.ones(band.shape, dtype=bool)
+        else:  # a per-dataset mask or an alpha band: the same mask for every band, read once
+            key = (
+                tuple(sorted(f.name for f in flags))
+                if MaskFlags.per_dataset in flags
+                else (str(i),)
+            )
+            if key not in masks:
+                masks[key] = np.asarray(ds.read_masks(i, window=window) > 0)
+            ok = masks[key]
+        if band.dtype.kind == "f":
+            ok = ok & ~np.isnan(band)
+        all_valid &= ok
+        any_valid |= ok
+    return all_valid, any_valid

@@ -989,7 +989,6 @@ def _report(
         pixels=p.grid.height * p.grid.width,
         valid_pixels=run.valid_pixels,
         partial_pixels=run.partial_pixels,
-        partial_pixels=run.partial_pixels,
         area_km2=_area_km2(p.grid),
         seconds=run.seconds,
         peak_buffer_rows=run.stitcher.peak_rows,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geoseg.errors import ConfigError, InputFileNotFoundError, ModelBundleError
+from geoseg.errors import ConfigError, ModelBundleError
 from geoseg.model_names import ARCHITECTURES, ENCODERS, Architecture, Encoder
 
 __all__ = [
@@ -199,16 +199,9 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> list
 
     Shapes that do not fit (e.g. a first convolution for another band count) are skipped.
     """
-    if not os.path.exists(path):
-        raise InputFileNotFoundError(f"{path}: no such weights file; check the path")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelBundleError(
-            f"{path}: not a PyTorch state dict ({exc.__class__.__name__})"
-        ) from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    from geoseg.pretrained import read_state_dict
+
+    state = read_state_dict(path)
     own = model.state_dict()
     encoder_prefixed = {f"encoder.{k}": v for k, v in state.items() if not k.startswith("encoder.")}
     candidates = {**encoder_prefixed, **state}

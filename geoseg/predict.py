@@ -47,7 +47,7 @@ from geoseg.errors import (
     GeosegError,
     ModelBundleError,
 )
-from geoseg.grid import Grid, check_chip_size, plan_windows
+from geoseg.grid import Grid, axis_starts, check_chip_size, plan_windows
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
 from geoseg.io.raster import band_validity, open_raster
@@ -678,9 +678,15 @@ def _fit_scene(
 class _Plan:
     grid: Grid
     windows: list[Window]
-    all_windows: int
+    #: row and column starts of the full plan (before the AOI): who owns which pixel
+    starts: tuple[list[int], list[int]]
     aoi: Any
     opener: Callable[[], Any]
+
+    @property
+    def all_windows(self) -> int:
+        """Windows of the full plan, AOI or not."""
+        return len(self.starts[0]) * len(self.starts[1])
 
 
 def _plan_scene(
@@ -696,8 +702,8 @@ def _plan_scene(
         raise EmptyResultError(
             f"{aoi}: the AOI does not overlap {scene}; check the AOI's CRS and extent"
         )
-    n_all = len(plan_windows(grid.shape, size, overlap))
-    return _Plan(grid, windows, n_all, aoi_geom, opener)
+    starts = (axis_starts(grid.height, size, overlap), axis_starts(grid.width, size, overlap))
+    return _Plan(grid, windows, starts, aoi_geom, opener)
 
 
 def _chip_size(contract: ModelContract, size: int | None, overlap: int | None) -> tuple[int, int]:
@@ -745,9 +751,7 @@ def _stream(
         overwrite=overwrite,
     )
     indexes = clouds.read_indexes if clouds is not None else fit.indexes
-    full = plan_windows(p.grid.shape, size, overlap)
-    starts = (sorted({int(w.row_off) for w in full}), sorted({int(w.col_off) for w in full}))
-    reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=starts)
+    reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=p.starts)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
         with writer, clouds or contextlib.nullcontext():
             run = StreamingRun(

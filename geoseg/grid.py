@@ -28,6 +28,7 @@ from rasterio.windows import transform as window_transform
 from geoseg.errors import ChipSizeError, GridError
 
 __all__ = [
+    "TRIM_WEIGHT",
     "Grid",
     "axis_starts",
     "blend_weights",
@@ -256,16 +257,23 @@ def ramp(n: int, kind: BlendKind = "hann") -> np.ndarray:
     return np.ones(n, dtype=np.float64)
 
 
-def _axis_weights(start: int, length: int, total: int, overlap: int, kind: BlendKind) -> np.ndarray:
+#: Weight of trimmed edge pixels (and floor of every ramp): ~0 but strictly positive.
+TRIM_WEIGHT = 1e-6
+
+
+def _axis_weights(
+    start: int, length: int, total: int, overlap: int, kind: BlendKind, trim: int = 0
+) -> np.ndarray:
     w = np.ones(length, dtype=np.float64)
     n = min(overlap, length)
     if n <= 0 or kind == "flat":
         return w
-    r = ramp(n, kind)
+    t = min(trim, n // 2)
+    edge = np.concatenate([np.full(t, TRIM_WEIGHT), np.maximum(ramp(n - t, kind), TRIM_WEIGHT)])
     if start > 0:  # an inner edge: fade in; the scene's own border keeps full weight
-        w[:n] = np.minimum(w[:n], r)
+        w[:n] = np.minimum(w[:n], edge)
     if start + length < total:
-        w[length - n :] = np.minimum(w[length - n :], r[::-1])
+        w[length - n :] = np.minimum(w[length - n :], edge[::-1])
     return w
 
 
@@ -274,18 +282,22 @@ def blend_weights(
     shape: tuple[int, int],
     overlap: int,
     kind: BlendKind = "hann",
+    *,
+    trim: int = 0,
 ) -> np.ndarray:
     """Blend weights (float32, window-shaped) for a chip ``window`` of a grid of ``shape``.
 
     Weights fall smoothly to near 0 over ``overlap`` pixels on each edge that borders another
     chip, and stay at 1 on edges that lie on the scene's own border, so border pixels are not
-    down-weighted. Weights are strictly positive; accumulate ``sum(w * p) / sum(w)``.
+    down-weighted. Weights are strictly positive (at least :data:`TRIM_WEIGHT`); accumulate
+    ``sum(w * p) / sum(w)``. ``trim`` outermost pixels of each inner edge get
+    :data:`TRIM_WEIGHT` (at most half the ramp).
     """
     height, width = shape
     r0, c0 = int(window.row_off), int(window.col_off)
     h, w = int(window.height), int(window.width)
-    wy = _axis_weights(r0, h, height, overlap, kind)
-    wx = _axis_weights(c0, w, width, overlap, kind)
+    wy = _axis_weights(r0, h, height, overlap, kind, trim)
+    wx = _axis_weights(c0, w, width, overlap, kind, trim)
     return np.outer(wy, wx).astype(np.float32)
 
 

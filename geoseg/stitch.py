@@ -22,33 +22,21 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.grid import BlendKind, ramp, windows_by_row
+from geoseg.grid import TRIM_WEIGHT, BlendKind, blend_weights, windows_by_row
 
-__all__ = ["Band", "ChipStitcher", "RowBandStitcher", "chip_weights", "default_trim"]
-
-#: Weight of trimmed edge pixels: small, but positive so that a lone chip still counts.
-TRIM_WEIGHT = 1e-6
+__all__ = [
+    "TRIM_WEIGHT",
+    "Band",
+    "ChipStitcher",
+    "RowBandStitcher",
+    "chip_weights",
+    "default_trim",
+]
 
 
 def default_trim(overlap: int) -> int:
     """Pixels trimmed (weighted ~0) on each inner chip edge for an ``overlap``: a quarter of it."""
     return max(0, overlap // 4)
-
-
-def _axis(
-    start: int, length: int, total: int, overlap: int, trim: int, kind: BlendKind
-) -> np.ndarray:
-    w = np.ones(length, dtype=np.float64)
-    n = min(overlap, length)
-    if n <= 0 or kind == "flat":
-        return w
-    t = min(trim, n // 2)
-    edge = np.concatenate([np.full(t, TRIM_WEIGHT), np.maximum(ramp(n - t, kind), TRIM_WEIGHT)])
-    if start > 0:  # inner edge: fade in; the scene's own border keeps full weight
-        w[:n] = np.minimum(w[:n], edge)
-    if start + length < total:
-        w[length - n :] = np.minimum(w[length - n :], edge[::-1])
-    return w
 
 
 def chip_weights(
@@ -67,10 +55,7 @@ def chip_weights(
     grid weights.
     """
     t = default_trim(overlap) if trim is None else trim
-    height, width = shape
-    wy = _axis(int(window.row_off), int(window.height), height, overlap, t, kind)
-    wx = _axis(int(window.col_off), int(window.width), width, overlap, t, kind)
-    return np.outer(wy, wx).astype(np.float32)
+    return blend_weights(window, shape, overlap, kind, trim=t)
 
 
 @dataclass(frozen=True)

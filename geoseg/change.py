@@ -337,59 +337,138 @@ def change(
         EmptyResultError: no AOI polygon overlaps the map.
     """
     out_p, vector_p, table_p = _outputs(out, vector, table if aoi else None, aoi, overwrite)
-
     with contextlib.ExitStack() as stack:
-        bsrc = stack.enter_context(AlignedRaster(before, grid=_grid_of(before)))
-        grid = bsrc.grid
-        asrc = stack.enter_context(AlignedRaster(after, grid=grid))
-        from_ids, to_ids = _class_ids(bsrc, asrc, from_classes, to_classes, before)
-        d_before = before_date or date_of(before, bsrc.tags)
-        d_after = after_date or date_of(after, asrc.tags)
-        aois = _read_aoi(aoi, aoi_name_column, grid) if aoi is not None else None
-        seen = _Observed((before_mask, after_mask), grid=grid, values=mask_values, stack=stack)
-        blocks = _code_blocks(bsrc, asrc, from_ids=from_ids, to_ids=to_ids, seen=seen)
-        if min_area is not None:
-            blocks = _sieved(blocks, grid, min_area)
-        tags = {
-            "GEOSEG_PRODUCT": "change",
-            "BEFORE": Path(before).name,
-            "AFTER": Path(after).name,
-            "DATE_BEFORE": d_before,
-            "DATE_AFTER": d_after,
-            "FROM_CLASSES": ",".join(map(str, from_ids)),
-            "TO_CLASSES": ",".join(map(str, to_ids or [])),
-            "MIN_AREA": "" if min_area is None else str(min_area),
-            **seen.tags(),
-        }
-        tally = _write_change_map(out_p, grid, blocks, aois, tags=tags, overwrite=overwrite)
-    aoi_rows = tally.aoi_rows(aois)
+        inp = _open_inputs(
+            stack,
+            before,
+            after,
+            from_classes=from_classes,
+            to_classes=to_classes,
+            dates=(before_date, after_date),
+            aoi=(aoi, aoi_name_column),
+            masks=(before_mask, after_mask),
+            mask_values=mask_values,
+        )
+        tally = _map_change(inp, out_p, min_area=min_area, overwrite=overwrite)
+    aoi_rows = tally.aoi_rows(inp.aois)
     if table_p is not None:
         _write_table(table_p, aoi_rows, overwrite=overwrite)
     if vector_p is not None:
         _write_vector(
-            out_p, vector_p, date_before=d_before, date_after=d_after, overwrite=overwrite
+            out_p, vector_p, date_before=inp.d_before, date_after=inp.d_after, overwrite=overwrite
         )
-    report = ChangeReport(
-        out=out_p,
-        before=str(before),
-        after=str(after),
-        date_before=d_before,
-        date_after=d_after,
-        from_classes=from_ids,
-        to_classes=to_ids,
-        grid=grid,
-        **tally.totals(),
-        min_area=str(min_area) if min_area is not None else None,
-        vector=vector_p,
-        table=table_p,
-        aoi=aoi_rows,
-        before_mask=str(before_mask) if before_mask is not None else None,
-        after_mask=str(after_mask) if after_mask is not None else None,
-        unobserved_pixels=seen.pixels,
-        unobserved_ha=seen.hectares,
+    report = _report(
+        inp, tally, aoi_rows, out=out_p, vector=vector_p, table=table_p, min_area=min_area
     )
     log.info("change: %s", report.summary().splitlines()[0])
     return report
+
+
+@dataclass
+class _Inputs:
+    """The two maps on BEFORE's grid, with the classes, dates, AOIs and masks of one run."""
+
+    before: str | os.PathLike[str]
+    after: str | os.PathLike[str]
+    bsrc: AlignedRaster
+    asrc: AlignedRaster
+    from_ids: list[int]
+    to_ids: list[int] | None
+    d_before: str
+    d_after: str
+    aois: _Aoi | None
+    seen: _Observed
+    masks: tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None]
+
+    @property
+    def grid(self) -> Grid:
+        """The output grid (BEFORE's)."""
+        return self.bsrc.grid
+
+
+def _open_inputs(
+    stack: contextlib.ExitStack,
+    before: str | os.PathLike[str],
+    after: str | os.PathLike[str],
+    *,
+    from_classes: Sequence[int | str],
+    to_classes: Sequence[int | str] | None,
+    dates: tuple[str | None, str | None],
+    aoi: tuple[str | os.PathLike[str] | None, str],
+    masks: tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None],
+    mask_values: Sequence[int] | None,
+) -> _Inputs:
+    """Open both maps aligned onto BEFORE's grid; resolve classes and dates; read AOIs, masks."""
+    before_date, after_date = dates
+    bsrc = stack.enter_context(AlignedRaster(before, grid=_grid_of(before)))
+    grid = bsrc.grid
+    asrc = stack.enter_context(AlignedRaster(after, grid=grid))
+    from_ids, to_ids = _class_ids(bsrc, asrc, from_classes, to_classes, before)
+    d_before = before_date or date_of(before, bsrc.tags)
+    d_after = after_date or date_of(after, asrc.tags)
+    aoi_path, aoi_name_column = aoi
+    aois = _read_aoi(aoi_path, aoi_name_column, grid) if aoi_path is not None else None
+    seen = _Observed(masks, grid=grid, values=mask_values, stack=stack)
+    return _Inputs(
+        before, after, bsrc, asrc, from_ids, to_ids, d_before, d_after, aois, seen, masks
+    )
+
+
+def _map_change(
+    inp: _Inputs, out_p: Path, *, min_area: str | float | None, overwrite: bool
+) -> _Tally:
+    """Code the blocks (sieved with ``min_area``) and stream them into the change COG."""
+    grid = inp.grid
+    blocks = _code_blocks(
+        inp.bsrc, inp.asrc, from_ids=inp.from_ids, to_ids=inp.to_ids, seen=inp.seen
+    )
+    if min_area is not None:
+        blocks = _sieved(blocks, grid, min_area)
+    tags = {
+        "GEOSEG_PRODUCT": "change",
+        "BEFORE": Path(inp.before).name,
+        "AFTER": Path(inp.after).name,
+        "DATE_BEFORE": inp.d_before,
+        "DATE_AFTER": inp.d_after,
+        "FROM_CLASSES": ",".join(map(str, inp.from_ids)),
+        "TO_CLASSES": ",".join(map(str, inp.to_ids or [])),
+        "MIN_AREA": "" if min_area is None else str(min_area),
+        **inp.seen.tags(),
+    }
+    return _write_change_map(out_p, grid, blocks, inp.aois, tags=tags, overwrite=overwrite)
+
+
+def _report(
+    inp: _Inputs,
+    tally: _Tally,
+    aoi_rows: list[AoiChange],
+    *,
+    out: Path,
+    vector: Path | None,
+    table: Path | None,
+    min_area: str | float | None,
+) -> ChangeReport:
+    """The :class:`ChangeReport` of a finished run."""
+    before_mask, after_mask = inp.masks
+    return ChangeReport(
+        out=out,
+        before=str(inp.before),
+        after=str(inp.after),
+        date_before=inp.d_before,
+        date_after=inp.d_after,
+        from_classes=inp.from_ids,
+        to_classes=inp.to_ids,
+        grid=inp.grid,
+        **tally.totals(),
+        min_area=str(min_area) if min_area is not None else None,
+        vector=vector,
+        table=table,
+        aoi=aoi_rows,
+        before_mask=str(before_mask) if before_mask is not None else None,
+        after_mask=str(after_mask) if after_mask is not None else None,
+        unobserved_pixels=inp.seen.pixels,
+        unobserved_ha=inp.seen.hectares,
+    )
 
 
 def _outputs(

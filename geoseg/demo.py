@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,67 @@ def _default_rgb(descriptions: list[str | None], count: int) -> tuple[int, int, 
     return (1, 2, 3) if count >= 3 else (1, 1, 1)
 
 
+@dataclass(frozen=True)
+class _Quicklook:
+    """The decimated pictures of a quicklook and the class areas of the full-resolution map."""
+
+    cmap: ClassMap
+    lc: np.ndarray  # decimated class ids
+    lc_nodata: float
+    bands: tuple[int, int, int]
+    rgb: np.ndarray  # decimated scene bands (3, h, w), invalid pixels 0
+    valid: np.ndarray
+    areas: dict[str, float]  # km² per class name
+
+
+def _read_quicklook(
+    scene: PathLike,
+    landcover: PathLike,
+    classes: ClassMap | None,
+    rgb_bands: tuple[int, int, int] | None,
+    max_pixels: int,
+) -> _Quicklook:
+    """Read the class map (full and decimated) and the scene's bands (decimated)."""
+    from geoseg.area import pixel_areas_m2
+    from geoseg.grid import Grid
+    from geoseg.io.raster import open_raster
+
+    with open_raster(landcover) as ds:
+        scale = max(1, int(np.ceil(max(ds.width, ds.height) / max_pixels)))
+        shape = (max(1, ds.height // scale), max(1, ds.width // scale))
+        lc_full = ds.read(1)
+        grid = Grid.from_dataset(ds)
+        lc = ds.read(1, out_shape=shape)
+        cmap = classes or _read_classes(ds)
+        px_km2 = np.broadcast_to(pixel_areas_m2(grid, grid.full_window), lc_full.shape) / 1e6
+        lc_nodata = ds.nodata if ds.nodata is not None else IGNORE_INDEX
+    with open_raster(scene) as ds:
+        bands = rgb_bands or _default_rgb(list(ds.descriptions), ds.count)
+        rgb = ds.read(list(bands), out_shape=(3, *shape), masked=True)
+        valid = np.asarray(~np.ma.getmaskarray(rgb).any(axis=0))
+        rgb = rgb.filled(0)
+
+    keep = lc_full != lc_nodata
+    km2 = np.bincount(lc_full[keep].ravel(), weights=px_km2[keep], minlength=256)
+    areas = {c.name: round(float(km2[c.id]), 4) for c in cmap}
+    return _Quicklook(cmap, lc, lc_nodata, bands, rgb, valid, areas)
+
+
+def _legend_handles(cmap: ClassMap, areas: dict[str, float], total: float) -> list[Any]:
+    """One legend patch per class: colour, id, name, area and share."""
+    from matplotlib.patches import Patch
+
+    return [
+        Patch(
+            facecolor=np.asarray(c.color) / 255.0,
+            edgecolor="black",
+            linewidth=0.5,
+            label=f"{c.id} {c.name}  {areas[c.name]:.2f} km² ({100 * areas[c.name] / total:.1f}%)",
+        )
+        for c in cmap
+    ]
+
+
 def quicklook(
     scene: PathLike,
     landcover: PathLike,
@@ -151,31 +213,12 @@ def quicklook(
         Area per class name in km² (classes with no pixels included, as 0).
     """
     from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
-    from matplotlib.patches import Patch
 
-    from geoseg.area import pixel_areas_m2
-    from geoseg.grid import Grid
     from geoseg.io.atomic import atomic_outputs
-    from geoseg.io.raster import open_raster
 
-    with open_raster(landcover) as ds:
-        scale = max(1, int(np.ceil(max(ds.width, ds.height) / max_pixels)))
-        shape = (max(1, ds.height // scale), max(1, ds.width // scale))
-        lc_full = ds.read(1)
-        grid = Grid.from_dataset(ds)
-        lc = ds.read(1, out_shape=shape)
-        cmap = classes or _read_classes(ds)
-        px_km2 = np.broadcast_to(pixel_areas_m2(grid, grid.full_window), lc_full.shape) / 1e6
-        lc_nodata = ds.nodata if ds.nodata is not None else IGNORE_INDEX
-    with open_raster(scene) as ds:
-        bands = rgb_bands or _default_rgb(list(ds.descriptions), ds.count)
-        rgb = ds.read(list(bands), out_shape=(3, *shape), masked=True)
-        valid = np.asarray(~np.ma.getmaskarray(rgb).any(axis=0))
-        rgb = rgb.filled(0)
-
-    keep = lc_full != lc_nodata
-    km2 = np.bincount(lc_full[keep].ravel(), weights=px_km2[keep], minlength=256)
-    areas = {c.name: round(float(km2[c.id]), 4) for c in cmap}
+    look = _read_quicklook(scene, landcover, classes, rgb_bands, max_pixels)
+    cmap, lc, lc_nodata, bands = look.cmap, look.lc, look.lc_nodata, look.bands
+    rgb, valid, areas = look.rgb, look.valid, look.areas
     total = sum(areas.values()) or 1.0
 
     lut = np.ones((256, 3), dtype=np.float32)
@@ -197,17 +240,8 @@ def quicklook(
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [
-        Patch(
-            facecolor=np.asarray(c.color) / 255.0,
-            edgecolor="black",
-            linewidth=0.5,
-            label=f"{c.id} {c.name}  {areas[c.name]:.2f} km² ({100 * areas[c.name] / total:.1f}%)",
-        )
-        for c in cmap
-    ]
     fig.legend(
-        handles=handles,
+        handles=_legend_handles(cmap, areas, total),
         loc="outside right center",
         title="class  area (share)",
         frameon=False,

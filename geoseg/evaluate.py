@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from geoseg.grid import Grid, block_windows
 from geoseg.io.atomic import atomic_outputs, check_output
 from geoseg.log import progress
 from geoseg.metrics import ConfusionMatrix, scores_from_confusion
+
+if TYPE_CHECKING:
+    from geoseg.labels import LabelSource
 
 __all__ = ["EvaluationReport", "area_adjusted_accuracy", "evaluate", "report_paths"]
 
@@ -94,21 +97,7 @@ def area_adjusted_accuracy(
         var_users = np.where(ni > 0, u0 * (1 - u0) / denom, np.nan)
         # V(p_.k) = sum_i W_i^2 (n_ik/n_i.)(1 - n_ik/n_i.)/(n_i. - 1)   (Eq. 10)
         var_prop = np.sum((w**2)[:, None] * row_frac * (1 - row_frac) / denom[:, None], axis=0)
-        # V(P_j), Eq. 7, with N_i. the mapped area and N_.j = sum_i N_i. n_ij / n_i.
-        n_map = am
-        n_ref = (n_map[:, None] * row_frac).sum(axis=0)
-        var_prod = np.full(k, np.nan)
-        for j in range(k):
-            if n_ref[j] <= 0 or ni[j] == 0:
-                continue
-            pj = producers[j]
-            first = n_map[j] ** 2 * (1 - pj) ** 2 * u0[j] * (1 - u0[j]) / denom[j]
-            others = [
-                n_map[i] ** 2 * row_frac[i, j] * (1 - row_frac[i, j]) / denom[i]
-                for i in range(k)
-                if i != j
-            ]
-            var_prod[j] = (first + pj**2 * float(np.sum(others))) / n_ref[j] ** 2
+        var_prod = _producers_variance(am, row_frac, producers, u0, ni, denom)
 
     def f(x: float) -> float | None:
         return None if x is None or math.isnan(x) else float(x)
@@ -136,6 +125,32 @@ def area_adjusted_accuracy(
         "per_class": per_class,
         "proportions": p.tolist(),
     }
+
+
+def _producers_variance(
+    n_map: np.ndarray,
+    row_frac: np.ndarray,
+    producers: np.ndarray,
+    u0: np.ndarray,
+    ni: np.ndarray,
+    denom: np.ndarray,
+) -> np.ndarray:
+    """V(P_j), Eq. 7, with N_i. the mapped area and N_.j = sum_i N_i. n_ij / n_i."""
+    k = len(n_map)
+    n_ref = (n_map[:, None] * row_frac).sum(axis=0)
+    var_prod = np.full(k, np.nan)
+    for j in range(k):
+        if n_ref[j] <= 0 or ni[j] == 0:
+            continue
+        pj = producers[j]
+        first = n_map[j] ** 2 * (1 - pj) ** 2 * u0[j] * (1 - u0[j]) / denom[j]
+        others = [
+            n_map[i] ** 2 * row_frac[i, j] * (1 - row_frac[i, j]) / denom[i]
+            for i in range(k)
+            if i != j
+        ]
+        var_prod[j] = (first + pj**2 * float(np.sum(others))) / n_ref[j] ** 2
+    return var_prod
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -356,40 +371,12 @@ def evaluate(
         LabelError: the reference cannot be used or lies outside the prediction.
         EmptyResultError: no pixel has both a prediction and a reference.
     """
-    from geoseg.io.raster import check_grid, open_raster, raster_classes
-    from geoseg.labels import load_labels
-
     paths = report_paths(out)
     for p in paths.values():
         check_output(p, overwrite=overwrite)
-    cm = ConfusionMatrix(256)
-    mapped = np.zeros(256, dtype=np.float64)  # mapped area (ha) per class id
-    with open_raster(prediction) as ds:
-        grid = Grid.from_dataset(ds)
-        check_grid(grid, prediction)
-        pred_classes = raster_classes(ds)
-        labels = load_labels(
-            reference if isinstance(reference, str | os.PathLike) else list(reference),
-            class_column=class_column,
-            classes=pred_classes,
-        )
-        labels.require_overlap(grid, scene=str(prediction))
-        nodata = ds.nodata
-        windows = block_windows(grid.shape, _BLOCK)
-        for window in progress(windows, desc="evaluate", unit="block"):
-            pred = ds.read(1, window=window)
-            pvalid = ds.read_masks(1, window=window) > 0
-            if nodata is not None:
-                pvalid &= pred != nodata
-            pvalid &= (pred >= 0) & (pred < IGNORE_INDEX)
-            areas = np.broadcast_to(pixel_areas_m2(grid, window) * _HA, pred.shape)
-            pv = pred[pvalid].astype(np.int64)
-            mapped += np.bincount(pv, weights=areas[pvalid], minlength=256)
-            ref = labels.read_mask(grid.window_grid(window))
-            ok = pvalid & (ref != IGNORE_INDEX)
-            cm.update(ref[ok], pred[ok])
-
-    full = cm.matrix
+    acc = _accumulate(prediction, reference, class_column=class_column)
+    grid, mapped, pred_classes, labels = acc.grid, acc.mapped, acc.pred_classes, acc.labels
+    full = acc.confusion.matrix
     total = int(full.sum())
     if total == 0:
         raise EmptyResultError(
@@ -420,6 +407,56 @@ def evaluate(
         _plot_confusion(tp, sub, names)
     log.info("evaluate: %s", report.summary().splitlines()[1])
     return report
+
+
+@dataclass
+class _Accumulated:
+    """What one pass over the prediction gathers: the confusion matrix and mapped areas."""
+
+    grid: Grid
+    confusion: ConfusionMatrix  # over all 256 values: rows reference, columns prediction
+    mapped: np.ndarray  # mapped area (ha) per class id
+    pred_classes: ClassMap | None
+    labels: LabelSource
+
+
+def _accumulate(
+    prediction: str | os.PathLike[str],
+    reference: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    class_column: str | None,
+) -> _Accumulated:
+    """Stream the prediction block by block against the reference (rasterized per block)."""
+    from geoseg.io.raster import check_grid, open_raster, raster_classes
+    from geoseg.labels import load_labels
+
+    cm = ConfusionMatrix(256)
+    mapped = np.zeros(256, dtype=np.float64)  # mapped area (ha) per class id
+    with open_raster(prediction) as ds:
+        grid = Grid.from_dataset(ds)
+        check_grid(grid, prediction)
+        pred_classes = raster_classes(ds)
+        labels = load_labels(
+            reference if isinstance(reference, str | os.PathLike) else list(reference),
+            class_column=class_column,
+            classes=pred_classes,
+        )
+        labels.require_overlap(grid, scene=str(prediction))
+        nodata = ds.nodata
+        windows = block_windows(grid.shape, _BLOCK)
+        for window in progress(windows, desc="evaluate", unit="block"):
+            pred = ds.read(1, window=window)
+            pvalid = ds.read_masks(1, window=window) > 0
+            if nodata is not None:
+                pvalid &= pred != nodata
+            pvalid &= (pred >= 0) & (pred < IGNORE_INDEX)
+            areas = np.broadcast_to(pixel_areas_m2(grid, window) * _HA, pred.shape)
+            pv = pred[pvalid].astype(np.int64)
+            mapped += np.bincount(pv, weights=areas[pvalid], minlength=256)
+            ref = labels.read_mask(grid.window_grid(window))
+            ok = pvalid & (ref != IGNORE_INDEX)
+            cm.update(ref[ok], pred[ok])
+    return _Accumulated(grid, cm, mapped, pred_classes, labels)
 
 
 def _class_name(cid: int, *maps: ClassMap | None) -> str:

@@ -107,8 +107,6 @@ def export_onnx(
         ModelBundleError: the bundle cannot be read or its model cannot be exported.
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
     """
-    import onnx
-
     from geoseg.io.atomic import atomic_outputs, check_output
 
     bundle = ModelBundle.load(bundle_path)
@@ -126,36 +124,49 @@ def export_onnx(
     props = {**geoseg_properties(bundle), **deepness_properties(bundle)}
     with atomic_outputs([out], overwrite=overwrite) as (tmp,):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(tmp),
-                    input_names=["input"],
-                    output_names=["probabilities"],
-                    dynamic_axes={
-                        "input": {0: "batch", 2: "size", 3: "size"},
-                        "probabilities": {0: "batch", 2: "size", 3: "size"},
-                    },
-                    opset_version=opset,
-                    dynamo=False,
-                )
+            _export_graph(model, example, Path(tmp), opset=opset)
         except Exception as exc:
             raise ModelBundleError(
                 f"{bundle_path}: cannot export {bundle.arch}/{bundle.encoder} to ONNX "
                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             ) from exc
-        proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        for k, v in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.doc_string = bundle.description or f"geoseg {bundle.arch}/{bundle.encoder}"
-        onnx.save(proto, str(tmp))
+        doc = bundle.description or f"geoseg {bundle.arch}/{bundle.encoder}"
+        _set_metadata(Path(tmp), props, doc=doc)
         if chips is not None:
             _quantize_in_place(Path(tmp), chips, quant_format)
     return Path(out)
+
+
+def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, *, opset: int) -> None:
+    """Trace ``model`` into ONNX at ``path``: dynamic batch and one square ``size``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["probabilities"],
+            dynamic_axes={
+                "input": {0: "batch", 2: "size", 3: "size"},
+                "probabilities": {0: "batch", 2: "size", 3: "size"},
+            },
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def _set_metadata(path: Path, props: dict[str, str], *, doc: str) -> None:
+    """Replace the ``metadata_props`` and ``doc_string`` of the ONNX file at ``path``."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.doc_string = doc
+    onnx.save(proto, str(path))
 
 
 def _quantize_in_place(path: Path, chips: object, fmt: QuantFormat) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.classes import IGNORE_INDEX, ClassMap
-from geoseg.errors import InputFileNotFoundError, ModelBundleError
+from geoseg.errors import InputFileNotFoundError, ModelBundleError, first_line
 
 if TYPE_CHECKING:  # torch is imported where weights are used, so contracts load without it
     import torch
@@ -122,7 +122,7 @@ class ModelBundle:
             model.load_state_dict(weights, assign=True)
         except RuntimeError as exc:
             raise ModelBundleError(
-                f"bundle weights do not fit {self.arch}/{self.encoder}: {str(exc).splitlines()[0]}"
+                f"bundle weights do not fit {self.arch}/{self.encoder}: {first_line(exc)}"
             ) from exc
         left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if left:

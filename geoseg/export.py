@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from geoseg.bundle import ModelBundle
-from geoseg.errors import ModelBundleError
+from geoseg.errors import ModelBundleError, first_line
 
 __all__ = ["deepness_properties", "export_onnx", "geoseg_properties"]
 
@@ -128,7 +128,7 @@ def export_onnx(
         except Exception as exc:
             raise ModelBundleError(
                 f"{bundle_path}: cannot export {bundle.arch}/{bundle.encoder} to ONNX "
-                f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                f"({exc.__class__.__name__}: {first_line(exc)})"
             ) from exc
         doc = bundle.description or f"geoseg {bundle.arch}/{bundle.encoder}"
         _set_metadata(Path(tmp), props, doc=doc)
@@ -182,7 +182,7 @@ def _quantize_in_place(path: Path, chips: object, fmt: QuantFormat) -> None:
     except Exception as exc:
         raise ModelBundleError(
             f"{path}: ONNX Runtime cannot quantize this model to INT8 "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"({exc.__class__.__name__}: {first_line(exc)}); "
             "export without --int8"
         ) from exc
     finally:

@@ -50,6 +50,7 @@ from geoseg.errors import (
     InputFileNotFoundError,
     LabelError,
     VectorReadError,
+    first_line,
 )
 from geoseg.grid import Grid
 from geoseg.io.raster import check_grid, open_raster
@@ -403,7 +404,7 @@ def _layers(path: Path) -> list[str | None]:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except Exception as exc:
         raise VectorReadError(
-            f"{path}: cannot be read as vector data ({str(exc)[:200]}); "
+            f"{path}: cannot be read as vector data ({first_line(exc)}); "
             "re-export it as GeoPackage or GeoJSON"
         ) from exc
     return list(layers) if len(layers) > 1 else [None]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geoseg.errors import ConfigError, ModelBundleError
+from geoseg.errors import ConfigError, ModelBundleError, first_line
 from geoseg.model_names import ARCHITECTURES, ENCODERS, Architecture, Encoder
 
 __all__ = [
@@ -155,7 +155,7 @@ def _build_net(arch: str, encoder: str, *, in_channels: int, num_classes: int) -
     except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
         raise ConfigError(
             f"model {arch!r} does not work with encoder {encoder!r} "
-            f"({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}); "
+            f"({first_line(exc)}); "
             "choose another encoder"
         ) from exc
 

@@ -721,14 +721,12 @@ def _write_metrics(
             w.writerows(history)
         tj.write_text(json.dumps({"history": history, **metrics}, indent=1, default=float))
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         return None
     ep = [r["epoch"] for r in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
     a1.plot(ep, [r["train_loss"] for r in history], marker="o")
     a1.set(xlabel="epoch", ylabel="training loss", title="loss")
     for k in cols:
@@ -738,6 +736,5 @@ def _write_metrics(
     a2.legend(fontsize=8)
     fig.tight_layout()
     with atomic_outputs([png_p], overwrite=True) as (tp,):
-        fig.savefig(tp, dpi=100)
-    plt.close(fig)
+        fig.savefig(tp, dpi=100, format="png")
     return png_p

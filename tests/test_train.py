@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,25 @@ def test_train_writes_bundle_and_metrics(tmp_path: Path) -> None:
     b.build()(torch.zeros(1, 3, 64, 64))
     with pytest.raises(OutputExistsError):
         train(config=tiny(tmp_path))
+
+
+def test_metrics_plot_leaves_the_backend_alone(tmp_path: Path) -> None:
+    # The metrics PNG is drawn on a Figure: the caller's backend stays, pyplot is not imported.
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import sys\n"
+        "from pathlib import Path\n"
+        "from geoseg.train import _write_metrics\n"
+        f"t = Path({str(tmp_path)!r})\n"
+        "h = [{'epoch': e, 'train_loss': 1.0 / e, 'val_miou': 0.1 * e} for e in (1, 2)]\n"
+        "png = _write_metrics(h, {}, t / 'm.csv', t / 'm.json', t / 'm.png')\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules, png.exists())\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["svg", "False", "True"]
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_same_seed_same_weights_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

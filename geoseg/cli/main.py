@@ -49,7 +49,7 @@ def _register() -> None:
     from geoseg.cli import info
 
     cli.add_command(info.info)
-    # Commands of later stages register themselves here (see geoseg/cli/*.py).
+    # One module a command (geoseg/cli/*.py); a module that fails to import fails loudly.
     import importlib
 
     for name in (
@@ -63,12 +63,7 @@ def _register() -> None:
         "change",
         "run",
     ):
-        try:
-            mod = importlib.import_module(f"geoseg.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"geoseg.cli.{name}":
-                raise
-            continue
+        mod = importlib.import_module(f"geoseg.cli.{name}")
         cli.add_command(getattr(mod, name if name != "run" else "run_workflow"))
 
 

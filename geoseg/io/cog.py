@@ -22,7 +22,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.classes import ClassMap
-from geoseg.errors import OutputWriteError
+from geoseg.errors import OutputWriteError, first_line
 from geoseg.grid import Grid
 from geoseg.io.atomic import atomic_outputs, check_output, temporary_path
 from geoseg.io.style import category_names_aux_xml, raster_qml
@@ -229,16 +229,11 @@ class CogWriter:
                     p.unlink()
 
 
-def _short(exc: BaseException) -> str:
-    s = str(exc).strip().splitlines()
-    return s[0][:200] if s else type(exc).__name__
-
-
 def _why(exc: BaseException) -> str:
     """`` (GDAL's message)`` for an error line; nothing for rasterio's generic one.
 
     "Write failed. See previous exception for details." says nothing, and its cause names the
     temporary file, not the output.
     """
-    msg = _short(exc)
+    msg = first_line(exc)
     return "" if "previous exception" in msg else f" ({msg})"

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +52,7 @@ from geoseg.errors import (
     first_line,
 )
 from geoseg.grid import Grid
-from geoseg.io.raster import check_grid, open_raster
+from geoseg.io.raster import check_grid, open_raster, raster_classes
 from geoseg.io.vector import PARQUET_SUFFIXES, read_vector
 
 __all__ = [
@@ -557,16 +556,9 @@ def _load_raster(path: Path, classes: ClassMap | None) -> RasterLabels:
             )
         if not found:
             raise LabelError(f"{path}: has no labelled pixels (all nodata); give another raster")
-        names = _raster_category_names(ds)
-        colors = _raster_colors(ds)
+        own = raster_classes(ds, found=sorted(found))
     if classes is None:
-        cmap = ClassMap.from_ids(sorted(found), names)
-        if colors:
-            cmap = ClassMap(
-                tuple(
-                    ClassInfo(id=c.id, name=c.name, color=colors.get(c.id, c.color)) for c in cmap
-                )
-            )
+        cmap = _found_classes(sorted(found), own)
     else:
         missing = sorted(found - set(classes.ids))
         if missing:
@@ -578,22 +570,14 @@ def _load_raster(path: Path, classes: ClassMap | None) -> RasterLabels:
     return RasterLabels(path, cmap, nodata=nodata, src_grid=grid)
 
 
-def _raster_category_names(ds: Any) -> dict[int, str]:
-    """Category names stored in the raster's metadata (``CLASS_<id>=name`` tags), if any."""
-    out: dict[int, str] = {}
-    for key, value in ds.tags(1).items():
-        m = re.fullmatch(r"(?:CLASS|class)_?(\d+)", key)
-        if m and value:
-            out[int(m.group(1))] = str(value)
-    return out
+def _found_classes(found: list[int], own: ClassMap | None) -> ClassMap:
+    """The classes of the values found in a label raster, named and coloured as it says.
 
-
-def _raster_colors(ds: Any) -> dict[int, tuple[int, int, int]]:
-    try:
-        cmap = ds.colormap(1)
-    except ValueError:
-        return {}
-    return {int(k): (int(v[0]), int(v[1]), int(v[2])) for k, v in cmap.items()}
+    Classes the raster's own class map (:func:`geoseg.io.raster.raster_classes`) lists but
+    that hold no pixel are left out; values it lacks become ``class_<id>``.
+    """
+    kept = [c for c in own.classes if c.id in set(found)] if own is not None else []
+    return _map_for_ids(found, ClassMap(tuple(kept)) if kept else None)
 
 
 def _fmt_bounds(b: Sequence[float]) -> str:

@@ -142,6 +142,37 @@ def test_raster_labels_same_grid_nodata_and_beyond(raster_factory: Callable[...,
         load_labels(tif, classes=fixed)
 
 
+def test_raster_labels_take_the_rasters_class_names_and_colours(tmp_path: Path) -> None:
+    # A geoseg class COG (CLASS_IDS/CLASS_NAMES + colour table) as labels: its names and
+    # colours, only the classes with pixels; a plain raster: CLASS_<id> tags and its colours.
+    from geoseg.io.cog import CogWriter
+
+    classes = ClassMap.from_records(
+        [
+            {"id": 1, "name": "forest", "color": [0, 100, 0]},
+            {"id": 2, "name": "grass", "color": [120, 200, 60]},
+            {"id": 4, "name": "water", "color": [0, 0, 255]},
+        ]
+    )
+    g = _grid()
+    data = np.where(np.arange(64)[None, :] < 32, 1, 4).repeat(48, axis=0).astype("uint8")
+    data[0, 0] = 7  # a value the class map lacks
+    cog = tmp_path / "lc.tif"
+    with CogWriter(cog, grid=g, dtype="uint8", nodata=255, classes=classes) as w:
+        w.write(data, g.full_window)
+    got = load_labels(cog).classes
+    assert got.ids == [1, 4, 7] and got.names == ["forest", "water", "class_7"]
+    assert got.by_id(4).color == (0, 0, 255)
+    plain = tmp_path / "plain.tif"
+    profile = {"driver": "GTiff", "width": 64, "height": 48, "count": 1, "dtype": "uint8"}
+    with rasterio.open(plain, "w", **profile, crs=g.crs, transform=g.transform, nodata=0) as ds:
+        ds.write(data, 1)
+        ds.update_tags(1, CLASS_1="forest", CLASS_4="water")
+        ds.write_colormap(1, {1: (1, 2, 3, 255), 4: (4, 5, 6, 255)})
+    got = load_labels(plain).classes
+    assert got.names == ["forest", "water", "class_7"] and got.by_id(1).color == (1, 2, 3)
+
+
 def test_raster_labels_in_another_crs(tmp_path: Path, raster_factory: Callable[..., Path]) -> None:
     # A blocky class map in UTM, warped to EPSG:4326 (nearest), read back onto the UTM grid.
     data = np.kron(np.arange(1, 13, dtype="uint8").reshape(3, 4), np.ones((16, 16), "uint8"))

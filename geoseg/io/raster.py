@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,14 +108,26 @@ def raster_classes(
     """Class names and colours of an open class raster: the one reader of them.
 
     Its ``CLASS_IDS`` / ``CLASS_NAMES`` tags and colour table
-    (:meth:`~geoseg.classes.ClassMap.from_tags`); without tags, the class ids ``found``
-    named ``class_<id>`` and coloured from the colour table; else None.
+    (:meth:`~geoseg.classes.ClassMap.from_tags`); without them, the class ids ``found``,
+    named by ``CLASS_<id>=name`` tags where the raster has them (else ``class_<id>``) and
+    coloured from the colour table; else None.
     """
     cmap = colour_table(ds, band)
-    tagged = ClassMap.from_tags(ds.tags(band), cmap)
+    tags = ds.tags(band)
+    tagged = ClassMap.from_tags(tags, cmap)
     if tagged is not None or not found:
         return tagged
-    return ClassMap.from_ids(found).recoloured(cmap)
+    return ClassMap.from_ids(found, _category_names(tags)).recoloured(cmap)
+
+
+def _category_names(tags: dict[str, str]) -> dict[int, str]:
+    """Class names in ``CLASS_<id>=name`` (or ``class<id>``) tags, as some rasters carry them."""
+    out: dict[int, str] = {}
+    for key, value in tags.items():
+        m = re.fullmatch(r"(?:CLASS|class)_?(\d+)", key)
+        if m and value:
+            out[int(m.group(1))] = str(value)
+    return out
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,12 @@ POST += [("TTA d4 + CRF", "d4", "crf")]
 def score_test_strip(pred_path: Path, labels: Path) -> dict[str, Any]:
     """mIoU and per-class IoU of a class COG on the test strip of the spatial split."""
     import rasterio
-    from rasterio.windows import Window
 
     with rasterio.open(labels) as ds:
-        r, c, h, w = split_windows(Grid.from_dataset(ds), SPLIT.rule())["test"]
-        truth = ds.read(1, window=Window(c, r, w, h))
+        win = split_windows(Grid.from_dataset(ds), SPLIT.rule())["test"]
+        truth = ds.read(1, window=win)
     with rasterio.open(pred_path) as ds:
-        pred = ds.read(1, window=Window(c, r, w, h))
+        pred = ds.read(1, window=win)
     ok = (truth > 0) & (pred != 255)
     cm = ConfusionMatrix(len(NAMES))
     cm.update(truth[ok].astype(np.int64) - 1, pred[ok].astype(np.int64) - 1)

@@ -49,12 +49,11 @@ def random_forest(classes_yaml: Path, *, seed: int, max_train: int) -> dict:
         rf.fit(x, y)
         cm = ConfusionMatrix(len(NAMES))
         import rasterio
-        from rasterio.windows import Window
 
-        r, c, h, w = data.region(0, "test")
+        win = data.region(0, "test")
         with rasterio.open(data.scenes[0]) as ds, rasterio.open(data.mask_paths[0]) as ms:
-            img = ds.read(window=Window(c, r, w, h))
-            m = ms.read(1, window=Window(c, r, w, h))
+            img = ds.read(window=win)
+            m = ms.read(1, window=win)
         ok = m != 255
         pred = rf.predict(img[:, ok].T.astype(np.float32))
         cm.update(m[ok], pred)

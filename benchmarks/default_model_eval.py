@@ -63,9 +63,10 @@ def scores_by_split(
     names: list[str],
 ) -> dict[str, Any]:
     out = {}
-    for name, (r0, c0, h, w) in split_windows(grid, rule).items():
-        p = to_index(pred[r0 : r0 + h, c0 : c0 + w], class_ids)
-        y = to_index(ref[r0 : r0 + h, c0 : c0 + w], class_ids)
+    for name, win in split_windows(grid, rule).items():
+        r0, c0, h, w = win.row_off, win.col_off, win.height, win.width
+        p = to_index(pred[win.toslices()], class_ids)
+        y = to_index(ref[win.toslices()], class_ids)
         ok = (y != IGNORE_INDEX) & (p != IGNORE_INDEX)
         cm = ConfusionMatrix(len(class_ids))
         cm.update(y[ok], p[ok])
@@ -88,10 +89,10 @@ def rf_baseline(
         img = ds.read()
     valid = (img != 0).all(axis=0)
     wins = split_windows(grid, rule)
-    r0, c0, h, w = wins["train"]
-    x = img[:, r0 : r0 + h, c0 : c0 + w].reshape(img.shape[0], -1).T
-    y = ref[r0 : r0 + h, c0 : c0 + w].ravel()
-    ok = valid[r0 : r0 + h, c0 : c0 + w].ravel() & (y != IGNORE_INDEX)
+    rows, cols = wins["train"].toslices()
+    x = img[:, rows, cols].reshape(img.shape[0], -1).T
+    y = ref[rows, cols].ravel()
+    ok = valid[rows, cols].ravel() & (y != IGNORE_INDEX)
     rf = RandomForestClassifier(n_estimators=100, n_jobs=2, random_state=0, min_samples_leaf=2)
     rf.fit(x[ok], y[ok])
     pred = np.full(ref.shape, IGNORE_INDEX, dtype=np.uint8)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 
 from geoseg.bundle import Normalization
 from geoseg.classes import IGNORE_INDEX, ClassMap
@@ -104,15 +105,15 @@ class SplitRule:
         return None
 
 
-def split_windows(grid: Grid, rule: SplitRule) -> dict[Split, tuple[int, int, int, int]]:
-    """Pixel windows ``(row_off, col_off, height, width)`` of each split of a scene."""
+def split_windows(grid: Grid, rule: SplitRule) -> dict[Split, Window]:
+    """The pixel window of each split of a scene."""
     length = grid.width if rule.axis == "x" else grid.height
-    out: dict[Split, tuple[int, int, int, int]] = {}
+    out: dict[Split, Window] = {}
     for name, (a, b) in rule.ranges(length).items():
         if rule.axis == "x":
-            out[name] = (0, a, grid.height, b - a)
+            out[name] = Window(a, 0, b - a, grid.height)
         else:
-            out[name] = (a, 0, b - a, grid.width)
+            out[name] = Window(0, a, grid.width, b - a)
     return out
 
 
@@ -291,14 +292,15 @@ class SceneData:
         return IntersectionDataset(image_ds, mask_ds)
 
     # ---- regions --------------------------------------------------------------------------
-    def region(self, i: int, split: Split) -> tuple[int, int, int, int] | None:
-        """Pixel window ``(row_off, col_off, height, width)`` of ``split`` in scene ``i``."""
+    def region(self, i: int, split: Split) -> Window | None:
+        """The pixel window of ``split`` in scene ``i`` (None: the split is empty there)."""
         return split_windows(self.grids[i], self.split).get(split)
 
-    def _roi(self, i: int, win: tuple[int, int, int, int]) -> Any:
+    def _roi(self, i: int, win: Window) -> Any:
         import shapely
 
-        r, c, h, w = win
+        (r, _), (c, _) = win.toranges()
+        h, w = int(win.height), int(win.width)
         t = self.grids[i].transform
         x0, y0 = t * (c, r)
         x1, y1 = t * (c + w, r + h)
@@ -314,7 +316,7 @@ class SceneData:
         i: int,
         query: Any,
         size: int,
-        win: tuple[int, int, int, int],
+        win: Window,
         *,
         pad_to: int | None = None,
     ) -> Batch:
@@ -329,10 +331,10 @@ class SceneData:
         t = self.grids[i].transform
         col0 = round((query[0].start - t.c) / t.a)
         row0 = round((query[1].stop - t.f) / t.e)
-        r, c, h, w = win
+        (r, r_end), (c, c_end) = win.toranges()
         rows = torch.arange(size) + row0
         cols = torch.arange(size) + col0
-        inside = ((rows >= r) & (rows < r + h))[:, None] & ((cols >= c) & (cols < c + w))[None, :]
+        inside = ((rows >= r) & (rows < r_end))[:, None] & ((cols >= c) & (cols < c_end))[None, :]
         mask = torch.where(inside, mask, torch.full_like(mask, IGNORE_INDEX))
         return Batch(image=image[None], mask=mask[None])
 
@@ -352,11 +354,11 @@ class SceneData:
         """
         from torchgeo.samplers import RandomGeoSampler
 
-        queries: list[tuple[int, Any, tuple[int, int, int, int]]] = []
-        regions: list[tuple[int, tuple[int, int, int, int]]] = []
+        queries: list[tuple[int, Any, Window]] = []
+        regions: list[tuple[int, Window]] = []
         for i in range(len(self.scenes)):
             w = self.region(i, "train")
-            if w is not None and min(w[2], w[3]) >= size:
+            if w is not None and min(w.height, w.width) >= size:
                 regions.append((i, w))
         if not regions:
             raise ConfigError(
@@ -391,7 +393,7 @@ class SceneData:
                 continue
             # Chips no larger than the region (torchgeo skips regions smaller than a chip),
             # padded with ignore to a multiple of 32 for the encoders.
-            s = min(size, win[2], win[3])
+            s = min(size, int(win.height), int(win.width))
             padded = -(-s // 32) * 32
             sampler = GridGeoSampler(self._datasets[i], size=s, stride=s, roi=self._roi(i, win))
             parts: list[Batch] = []
@@ -408,7 +410,6 @@ class SceneData:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw band values ``(n, bands)`` and their class indices from the training regions."""
         import rasterio
-        from rasterio.windows import Window
 
         rng = np.random.default_rng(seed)
         xs, ys = [], []
@@ -416,10 +417,9 @@ class SceneData:
             win = self.region(i, "train")
             if win is None:
                 continue
-            r, c, h, w = win
             with rasterio.open(scene) as ds, rasterio.open(self.mask_paths[i]) as ms:
-                img = ds.read(window=Window(c, r, w, h))
-                m = ms.read(1, window=Window(c, r, w, h))
+                img = ds.read(window=win)
+                m = ms.read(1, window=win)
             ok = m != IGNORE_INDEX
             xs.append(img[:, ok].T)
             ys.append(m[ok])

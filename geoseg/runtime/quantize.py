@@ -32,6 +32,8 @@ import numpy as np
 from geoseg.errors import ModelBundleError
 
 if TYPE_CHECKING:
+    from rasterio.windows import Window
+
     from geoseg.bundle import ModelBundle
     from geoseg.runtime.contract import ModelContract
 
@@ -52,29 +54,27 @@ MIN_VALID = 0.5
 
 
 # ---- calibration chips -------------------------------------------------------------------------
-def _grid_windows(region: tuple[int, int, int, int], size: int) -> list[tuple[int, int]]:
-    """Top-left corners ``(row, col)`` of ``size`` chips inside ``region`` (r0, c0, h, w).
+def _grid_windows(region: Window, size: int) -> list[tuple[int, int]]:
+    """Top-left corners ``(row, col)`` of ``size`` chips inside the window ``region``.
 
     Chips overlap by half (stride ``size // 2``) and the last row/column is flush with the
-    region's edge, so that a small training strip still gives several chips.
+    region's edge (:func:`geoseg.grid.axis_starts`), so that a small training strip still
+    gives several chips.
     """
-    r0, c0, h, w = region
-    step = max(1, size // 2)
+    from geoseg.grid import axis_starts
 
-    def starts(a: int, n: int) -> list[int]:
-        if n <= size:
-            return [a]
-        out = list(range(a, a + n - size + 1, step))
-        return out if out[-1] == a + n - size else [*out, a + n - size]
-
-    return [(r, c) for r in starts(r0, h) for c in starts(c0, w)]
+    overlap = size - max(1, size // 2)
+    r0, c0 = int(region.row_off), int(region.col_off)
+    rows = axis_starts(int(region.height), size, overlap)
+    cols = axis_starts(int(region.width), size, overlap)
+    return [(r0 + r, c0 + c) for r in rows for c in cols]
 
 
 def _scene_chips(
     scene: Path,
     contract: ModelContract,
     *,
-    region: tuple[int, int, int, int] | None,
+    region: Window | None,
     size: int,
     count: int,
     seed: int,
@@ -89,7 +89,7 @@ def _scene_chips(
     with open_raster(scene) as ds:
         fit = check_scene(ds, contract, path=scene)
     with rasterio.open(scene) as ds:
-        corners = _grid_windows(region or (0, 0, ds.height, ds.width), size)
+        corners = _grid_windows(region or Window(0, 0, ds.width, ds.height), size)
         order = np.random.default_rng(seed).permutation(len(corners))
         out: list[np.ndarray] = []
         for i in order:
@@ -105,7 +105,7 @@ def _scene_chips(
     return out
 
 
-def _training_regions(bundle: ModelBundle) -> list[tuple[Path, tuple[int, int, int, int] | None]]:
+def _training_regions(bundle: ModelBundle) -> list[tuple[Path, Window | None]]:
     """The training scenes of a bundle's config, each with its ``train`` strip."""
     import rasterio
 
@@ -120,7 +120,7 @@ def _training_regions(bundle: ModelBundle) -> list[tuple[Path, tuple[int, int, i
         axis=s.get("axis", "x"),
         buffer=int(s.get("buffer", 0)),
     )
-    out: list[tuple[Path, tuple[int, int, int, int] | None]] = []
+    out: list[tuple[Path, Window | None]] = []
     for scene in cfg.get("scenes") or []:
         path = Path(str(scene.get("image", "")))
         if not path.is_file():

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.windows import Window
 
 from geoseg.bundle import ModelBundle, Normalization
 from geoseg.classes import ClassMap
@@ -47,10 +48,10 @@ def _bundle(tmp_path: Path, scene: Path, *, config: bool = True) -> Path:
 
 
 def test_grid_windows_cover_the_region_flush() -> None:
-    corners = _grid_windows((0, 10, 100, 150), 64)
+    corners = _grid_windows(Window(10, 0, 150, 100), 64)
     assert {r for r, _ in corners} == {0, 32, 36}
     assert max(c for _, c in corners) == 10 + 150 - 64 and min(c for _, c in corners) == 10
-    assert _grid_windows((0, 0, 40, 40), 64) == [(0, 0)]
+    assert _grid_windows(Window(0, 0, 40, 40), 64) == [(0, 0)]
 
 
 def test_calibration_from_the_training_strip(

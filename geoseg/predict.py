@@ -21,14 +21,13 @@ See ``docs/predict.md`` for how the work is scheduled and why.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +52,7 @@ from geoseg.io.cog import CogWriter
 from geoseg.io.raster import band_validity, open_raster
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
+from geoseg.pipeline import OrderedWorker, ReadAhead, default_batch_size
 from geoseg.runtime import sources
 from geoseg.runtime.contract import (
     RESOLUTION_RTOL,
@@ -62,7 +62,7 @@ from geoseg.runtime.contract import (
     check_scene,
     resolve_bands,
 )
-from geoseg.runtime.engines import Engine, inference_model, pick_device
+from geoseg.runtime.engines import Engine, Precision, inference_model, pick_device
 from geoseg.stitch import Band, ChipStitcher
 
 if TYPE_CHECKING:
@@ -238,23 +238,8 @@ def read_ahead(
     reader: ChipReader, windows: Sequence[Window], *, workers: int, ahead: int
 ) -> Iterator[Chip]:
     """Chips of ``windows`` in order, read by ``workers`` threads at most ``ahead`` in advance."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-read") as pool:
-        queue: deque[Future[Chip]] = deque()
-        it = iter(windows)
-        for w in it:
-            queue.append(pool.submit(reader.read, w))
-            if len(queue) >= ahead:
-                break
-        try:
-            while queue:
-                chip = queue.popleft().result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    queue.append(pool.submit(reader.read, nxt))
-                yield chip
-        finally:
-            for f in queue:
-                f.cancel()
+    with ReadAhead(reader.read, windows, workers=workers, ahead=ahead) as chips:
+        yield from chips
 
 
 # ---- infer ------------------------------------------------------------------------------------
@@ -412,6 +397,11 @@ class StreamingRun:
     one by one into a :class:`~geoseg.stitch.ChipStitcher`, which hands back the bands that
     became final; they are written and dropped. All-nodata chips are skipped (never
     inferred). ``seconds`` accumulates per-stage time.
+
+    With a ``sink`` (:class:`geoseg.pipeline.OrderedWorker` running :meth:`blend_write`),
+    the caller's thread only infers: each inferred batch is handed to the sink's thread,
+    which blends and writes it (and runs the cloud model) while the next batch is inferred.
+    Batches are blended in order either way, so the output is the same bytes.
     """
 
     def __init__(
@@ -427,6 +417,7 @@ class StreamingRun:
         clouds: CloudMasker | None = None,
         tta: str = "none",
         refine: str = "none",
+        sink: OrderedWorker[_Inferred] | None = None,
     ) -> None:
         self.engine = engine
         self.clouds = clouds
@@ -434,10 +425,12 @@ class StreamingRun:
         self.contract = contract
         self.batch_size = max(1, int(batch_size))
         self.writer = writer
+        self.sink = sink
         self.stitcher = ChipStitcher(
             shape=grid.shape, num_classes=contract.num_classes, overlap=overlap, windows=windows
         )
         self._pending: list[Chip] = []
+        self._n_valid = 0
         self.skipped = 0
         self.valid_pixels = 0
         self.partial_pixels = 0
@@ -448,27 +441,44 @@ class StreamingRun:
         self.seconds["read"] += chip.seconds
         self.partial_pixels += chip.partial
         self._pending.append(chip)
-        if sum(c.valid.any() for c in self._pending) >= self.batch_size:
+        self._n_valid += bool(chip.valid.any())
+        if self._n_valid >= self.batch_size:
             self._flush()
 
     def finish(self) -> None:
-        """Predict what is left and write the last rows."""
+        """Predict what is left; without a sink, also write the last rows (else :meth:`close`)."""
         self._flush()
+        if self.sink is None:
+            self.close()
+
+    def close(self) -> None:
+        """Write the rows still buffered (after the last batch is blended)."""
         self._write(self.stitcher.finish())
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._n_valid = self._pending, [], 0
+        if not pending:
+            return
         todo = [c for c in pending if c.valid.any()]
         t0 = time.perf_counter()
-        probs = iter(
+        probs = (
             infer_batch(self.engine, todo, self.contract, tta=self.tta, refine=self.refine)
             if todo
-            else []
+            else None
         )
         self.seconds["infer"] += time.perf_counter() - t0
+        item = _Inferred(pending, todo, probs)
+        if self.sink is None:
+            self.blend_write(item)
+        else:
+            self.sink.put(item)
+
+    def blend_write(self, item: _Inferred) -> None:
+        """Blend an inferred batch (and its cloud masks) and write the rows it finishes."""
         if self.clouds is not None:  # the cloud model on the same chips (geoseg.clouds)
-            self.clouds.add(todo)
-        for chip in pending:
+            self.clouds.add(item.todo)
+        probs = iter(item.probabilities if item.probabilities is not None else ())
+        for chip in item.chips:
             t1 = time.perf_counter()
             if chip.valid.any():
                 bands = self.stitcher.add(chip.window, next(probs), chip.valid)
@@ -484,6 +494,15 @@ class StreamingRun:
             masked = self.clouds.masked(band) if self.clouds is not None else band
             self.valid_pixels += self.writer.write(masked)
         self.seconds["write"] += time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class _Inferred:
+    """A batch on its way from inference to blending: its chips, those inferred, their output."""
+
+    chips: list[Chip]
+    todo: list[Chip]
+    probabilities: np.ndarray | None
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -720,14 +739,14 @@ def _chip_size(contract: ModelContract, size: int | None, overlap: int | None) -
 
 def _stream(
     scene: PathLike,
-    engine: Engine,
+    make_engine: Callable[[], Engine],
     fit: SceneFit,
     p: _Plan,
     outputs: _Outputs,
     *,
     size: int,
     overlap: int,
-    batch_size: int,
+    batch_size: int | None,
     probability_dtype: ProbabilityDtype,
     overwrite: bool,
     where: str,
@@ -735,7 +754,11 @@ def _stream(
     tta: str = "none",
     refine: str = "none",
 ) -> StreamingRun:
-    """Read -> infer -> blend -> write every window of the plan, in one pass."""
+    """Read -> infer -> blend -> write every window of the plan, in one overlapped pass.
+
+    The reader threads start first, so the model is built (``make_engine``) while the first
+    chips are read; blending and writing run in a second thread (:data:`WRITE_THREAD`).
+    """
     tags = _provenance(fit.contract, fit.indexes, size, overlap)
     tags |= {"GEOSEG_TTA": tta, "GEOSEG_REFINE": refine}
     if clouds is not None:
@@ -752,32 +775,70 @@ def _stream(
     )
     indexes = clouds.read_indexes if clouds is not None else fit.indexes
     reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=p.starts)
+    first = batch_size or default_batch_size(size * size)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
-        with writer, clouds or contextlib.nullcontext():
-            run = StreamingRun(
-                engine=engine,
-                contract=fit.contract,
-                grid=p.grid,
-                windows=p.windows,
-                overlap=overlap,
-                batch_size=batch_size,
-                writer=writer,
-                clouds=clouds,
-                tta=tta,
-                refine=refine,
-            )
-            chips = read_ahead(reader, p.windows, workers=READ_WORKERS, ahead=2 * batch_size)
-            for chip in progress(chips, total=len(p.windows), desc="predict", unit="chip"):
-                run.feed(chip)
-            run.finish()
-            if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):  # nothing written
-                raise EmptyResultError(
-                    f"{scene}: every pixel{where} is nodata, nothing to predict; "
-                    "check the scene's nodata value (`geoseg info`)"
+        with ReadAhead(reader.read, p.windows, workers=READ_WORKERS, ahead=2 * first) as chips:
+            engine = make_engine()  # while the first chips are read
+            batch = batch_size or auto_batch_size(engine, fit.contract, size)
+            chips.ahead = 2 * batch
+            with writer, clouds or contextlib.nullcontext():
+                run = StreamingRun(
+                    engine=engine,
+                    contract=fit.contract,
+                    grid=p.grid,
+                    windows=p.windows,
+                    overlap=overlap,
+                    batch_size=batch,
+                    writer=writer,
+                    clouds=clouds,
+                    tta=tta,
+                    refine=refine,
                 )
-            t_close = time.perf_counter()
-        run.seconds["write"] += time.perf_counter() - t_close  # overviews + COG copy
+                _drive(run, chips, total=len(p.windows))
+                if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):
+                    raise EmptyResultError(
+                        f"{scene}: every pixel{where} is nodata, nothing to predict; "
+                        "check the scene's nodata value (`geoseg info`)"
+                    )
+                t_close = time.perf_counter()
+            run.seconds["write"] += time.perf_counter() - t_close  # overviews + COG copy
     return run
+
+
+#: Blend and write in a second thread while the model infers the next batch (the output is
+#: the same bytes either way; ``False`` runs every stage after inference in the main thread).
+WRITE_THREAD = True
+#: Inferred batches waiting for the write thread (each holds its chips and probabilities).
+WRITE_QUEUE = 2
+
+
+def _drive(run: StreamingRun, chips: Iterable[Chip], *, total: int) -> None:
+    """Feed every chip to ``run`` and finish it; blending/writing in a worker thread."""
+    bar = progress(chips, total=total, desc="predict", unit="chip")
+    if not WRITE_THREAD:
+        for chip in bar:
+            run.feed(chip)
+        run.finish()
+        return
+    with OrderedWorker(run.blend_write, depth=WRITE_QUEUE) as sink:
+        run.sink = sink
+        for chip in bar:
+            run.feed(chip)
+        run.finish()
+    run.close()
+
+
+def auto_batch_size(engine: Engine, contract: ModelContract, size: int) -> int:
+    """Chips per forward pass when the user gives none.
+
+    From the engine when it can tell (a GPU's free memory, a graph's fixed batch), else
+    :func:`geoseg.pipeline.default_batch_size`.
+    """
+    h, w = contract.pad_target(size, size)
+    suggest = getattr(engine, "suggest_batch_size", None)
+    if callable(suggest):
+        return int(suggest((contract.in_channels, h, w)))
+    return default_batch_size(h * w)
 
 
 def predict(
@@ -787,7 +848,7 @@ def predict(
     model: PathLike | ModelBundle | None = None,
     size: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     probabilities: PathLike | None = None,
     probability_dtype: ProbabilityDtype = "uint8",
     confidence: bool = False,
@@ -806,6 +867,7 @@ def predict(
     threads: int | None = None,
     tta: str = "none",
     refine: str = "none",
+    precision: Precision = "auto",
 ) -> PredictReport:
     """Segment ``scene`` with a model into a styled class COG at ``out``.
 
@@ -818,7 +880,8 @@ def predict(
             or Deepness metadata), or a name from ``geoseg models``; ``None``: the default.
         size: chip size (default: the model's).
         overlap: chip overlap (default: the model's).
-        batch_size: chips per forward pass.
+        batch_size: chips per forward pass (default: about 1 Mpx of chips on CPU, half the
+            free memory of a GPU; :func:`auto_batch_size`).
         probabilities: also write per-class probabilities to this COG.
         probability_dtype: ``uint8`` (percent, 255 nodata) or ``float16`` (NaN nodata).
         confidence: also write the top-class probability: as the last band of the
@@ -840,23 +903,20 @@ def predict(
         cloud_bands: scene bands for the cloud model's bands, by name or 1-based index.
         overwrite: replace existing outputs.
         device: ``cuda``/``cpu`` (default: CUDA when present, else CPU).
-        threads: CPU threads for inference (default: the engine's).
+        threads: CPU threads for inference (default: the CPUs this process may use,
+            :func:`geoseg.pipeline.cpu_count`, at most torch's own setting).
         tta: test-time augmentation, ``none``, ``hflip``, ``flips`` or ``d4``
             (:mod:`geoseg.tta`; 1, 2, 4 or 8 forward passes per chip).
         refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
+        precision: torch autocast: ``auto`` (float16 on CUDA, float32 on CPU), ``fp32``,
+            ``fp16`` or ``bf16`` (:class:`~geoseg.runtime.engines.TorchEngine`; ONNX models
+            run as exported).
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
     """
     t_start = time.perf_counter()
-    from geoseg.refine import REFINE_MODES
-    from geoseg.tta import TTA_MODES
-
-    if tta not in TTA_MODES or refine not in REFINE_MODES:
-        raise ConfigError(
-            f"tta {tta!r} / refine {refine!r}: use tta {'|'.join(TTA_MODES)} "
-            f"and refine {'|'.join(REFINE_MODES)}"
-        )
+    _check_modes(tta, refine)
     tune_malloc()
     outputs = _check_outputs(
         out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
@@ -887,11 +947,12 @@ def predict(
         device=device,
         threads=threads,
     )
-    where = " inside the AOI" if aoi is not None else ""
-    engine = sources.make_engine(contract, bundle, device=device, threads=threads)
+    make_engine = functools.partial(
+        sources.make_engine, contract, bundle, device=device, threads=threads, precision=precision
+    )
     run = _stream(
         scene,
-        engine,
+        make_engine,
         fit,
         p,
         outputs,
@@ -900,11 +961,51 @@ def predict(
         batch_size=batch_size,
         probability_dtype=probability_dtype,
         overwrite=overwrite,
-        where=where,
+        where=" inside the AOI" if aoi is not None else "",
         clouds=clouds,
         tta=tta,
         refine=refine,
     )
+    return _finish(
+        scene,
+        outputs,
+        fit,
+        p,
+        run,
+        clouds,
+        size=size,
+        overlap=overlap,
+        overwrite=overwrite,
+        t_start=t_start,
+    )
+
+
+def _check_modes(tta: str, refine: str) -> None:
+    """Refuse an unknown ``tta`` or ``refine`` mode before any work."""
+    from geoseg.refine import REFINE_MODES
+    from geoseg.tta import TTA_MODES
+
+    if tta not in TTA_MODES or refine not in REFINE_MODES:
+        raise ConfigError(
+            f"tta {tta!r} / refine {refine!r}: use tta {'|'.join(TTA_MODES)} "
+            f"and refine {'|'.join(REFINE_MODES)}"
+        )
+
+
+def _finish(
+    scene: PathLike,
+    outputs: _Outputs,
+    fit: SceneFit,
+    p: _Plan,
+    run: StreamingRun,
+    clouds: CloudMasker | None,
+    *,
+    size: int,
+    overlap: int,
+    overwrite: bool,
+    t_start: float,
+) -> PredictReport:
+    """After the stream: ``--vector``, then the report (logged)."""
     result = outputs.rasters + (clouds.outputs if clouds else [])
     result += _vectorize(outputs, run, overwrite=overwrite)
     run.seconds["total"] = time.perf_counter() - t_start

@@ -743,24 +743,18 @@ def _stream(
     fit: SceneFit,
     p: _Plan,
     outputs: _Outputs,
+    opts: _RunOptions,
     *,
-    size: int,
-    overlap: int,
-    batch_size: int | None,
-    probability_dtype: ProbabilityDtype,
-    overwrite: bool,
     where: str,
     clouds: CloudMasker | None = None,
-    tta: str = "none",
-    refine: str = "none",
 ) -> StreamingRun:
     """Read -> infer -> blend -> write every window of the plan, in one overlapped pass.
 
     The reader threads start first, so the model is built (``make_engine``) while the first
     chips are read; blending and writing run in a second thread (:data:`WRITE_THREAD`).
     """
-    tags = _provenance(fit.contract, fit.indexes, size, overlap)
-    tags |= {"GEOSEG_TTA": tta, "GEOSEG_REFINE": refine}
+    tags = _provenance(fit.contract, fit.indexes, opts.size, opts.overlap)
+    tags |= {"GEOSEG_TTA": opts.tta, "GEOSEG_REFINE": opts.refine}
     if clouds is not None:
         tags["GEOSEG_CLOUD_MODEL"] = clouds.plan.name
     writer = PredictionWriter(
@@ -769,17 +763,17 @@ def _stream(
         classes=fit.contract.classes,
         tags=tags,
         probabilities=outputs.probabilities,
-        probability_dtype=probability_dtype,
+        probability_dtype=opts.probability_dtype,
         confidence=outputs.confidence,
-        overwrite=overwrite,
+        overwrite=opts.overwrite,
     )
     indexes = clouds.read_indexes if clouds is not None else fit.indexes
     reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=p.starts)
-    first = batch_size or default_batch_size(size * size)
+    first = opts.batch_size or default_batch_size(opts.size * opts.size)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
         with ReadAhead(reader.read, p.windows, workers=READ_WORKERS, ahead=2 * first) as chips:
             engine = make_engine()  # while the first chips are read
-            batch = batch_size or auto_batch_size(engine, fit.contract, size)
+            batch = opts.batch_size or auto_batch_size(engine, fit.contract, opts.size)
             chips.ahead = 2 * batch
             with writer, clouds or contextlib.nullcontext():
                 run = StreamingRun(
@@ -787,12 +781,12 @@ def _stream(
                     contract=fit.contract,
                     grid=p.grid,
                     windows=p.windows,
-                    overlap=overlap,
+                    overlap=opts.overlap,
                     batch_size=batch,
                     writer=writer,
                     clouds=clouds,
-                    tta=tta,
-                    refine=refine,
+                    tta=opts.tta,
+                    refine=opts.refine,
                 )
                 _drive(run, chips, total=len(p.windows))
                 if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):
@@ -869,48 +863,34 @@ def predict(
     refine: str = "none",
     precision: Precision = "auto",
 ) -> PredictReport:
-    """Segment ``scene`` with a model into a styled class COG at ``out``.
+    """Segment ``scene`` with a model into a styled class COG at ``out`` (``docs/predict.md``).
 
     Args:
         scene: input raster (any GDAL raster).
-        out: output class raster (``.tif``): a tiled DEFLATE COG on the scene's grid
-            (the model-resolution grid with ``resample``), 255 where the scene is nodata or
-            outside the AOI, colour table, class names, provenance tags, ``.qml`` beside it.
-        model: a bundle (path or :class:`ModelBundle`), an ``.onnx`` file (``geoseg export``
-            or Deepness metadata), or a name from ``geoseg models``; ``None``: the default.
+        out: class COG (``.tif``) on the scene's grid, 255 nodata, colour table, ``.qml``.
+        model: a bundle, an ``.onnx`` file or a ``geoseg models`` name; ``None``: the default.
         size: chip size (default: the model's).
         overlap: chip overlap (default: the model's).
-        batch_size: chips per forward pass (default: about 1 Mpx of chips on CPU, half the
-            free memory of a GPU; :func:`auto_batch_size`).
+        batch_size: chips per forward pass (default: :func:`auto_batch_size`).
         probabilities: also write per-class probabilities to this COG.
         probability_dtype: ``uint8`` (percent, 255 nodata) or ``float16`` (NaN nodata).
-        confidence: also write the top-class probability: as the last band of the
-            probabilities output, or to ``<out>_confidence.tif`` without one.
-        aoi: GeoJSON/GPKG polygons (any CRS): only chips touching them are predicted and
-            pixels outside them are nodata.
+        confidence: also write the top-class probability (last probabilities band or a COG).
+        aoi: GeoJSON/GPKG polygons (any CRS): predict only there; nodata outside.
         vector: also polygonize the classes into this file (``geoseg.vectorize``).
         bands: scene bands for the model's bands, by name or 1-based index.
-        resample: warp the scene on the fly to the model's resolution.
-        reflectance: DN -> reflectance preset for reflectance models (``s2``, ``s2-pre04``,
-            ``landsat-c2-l2``, ...; :data:`geoseg.runtime.contract.REFLECTANCE_PRESETS`).
+        resample: warp the scene on the fly to the model's resolution (the output grid).
+        reflectance: DN -> reflectance preset (:data:`~geoseg.runtime.contract.REFLECTANCE_PRESETS`).
         scale: DN -> reflectance scale (one, or one per model band); default: the scene's.
         offset: DN -> reflectance offset (with ``scale``).
-        cloud_mask: also run this cloud/shadow model (``auto``: the csmask model the bands
-            fit) in the same pass; cloud and shadow pixels become nodata (``geoseg.clouds``).
-            With a raw-value land-cover model, ``reflectance``/``scale``/``offset`` are the
-            cloud model's.
+        cloud_mask: also run this cloud/shadow model (``auto``: a csmask that fits; ``geoseg.clouds``).
         cloud_mask_out: also write the cloud mask as a styled COG (0 clear, 1 cloud, 2 shadow).
         cloud_bands: scene bands for the cloud model's bands, by name or 1-based index.
         overwrite: replace existing outputs.
         device: ``cuda``/``cpu`` (default: CUDA when present, else CPU).
-        threads: CPU threads for inference (default: the CPUs this process may use,
-            :func:`geoseg.pipeline.cpu_count`, at most torch's own setting).
-        tta: test-time augmentation, ``none``, ``hflip``, ``flips`` or ``d4``
-            (:mod:`geoseg.tta`; 1, 2, 4 or 8 forward passes per chip).
+        threads: CPU threads (default :func:`geoseg.runtime.engines.default_threads`).
+        tta: ``none``, ``hflip``, ``flips`` or ``d4`` test-time augmentation (:mod:`geoseg.tta`).
         refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
-        precision: torch autocast: ``auto`` (float16 on CUDA, float32 on CPU), ``fp32``,
-            ``fp16`` or ``bf16`` (:class:`~geoseg.runtime.engines.TorchEngine`; ONNX models
-            run as exported).
+        precision: torch autocast (:data:`~geoseg.runtime.engines.Precision`).
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
@@ -924,16 +904,13 @@ def predict(
     contract, bundle = sources.open_model(model)
     size, overlap = _chip_size(contract, size, overlap)
     scaling = {"reflectance": reflectance, "scale": scale, "offset": offset}
-    raw_main = cloud_mask is not None and contract.input == "raw"
+    fit_scaling = {} if cloud_mask is not None and contract.input == "raw" else scaling
+    default = model is None or str(model) == sources.DEFAULT_MODEL
     fit = _fit_scene(
-        scene,
-        contract,
-        default=model is None or str(model) == sources.DEFAULT_MODEL,
-        bands=bands,
-        resample=resample,
-        **({} if raw_main else scaling),
+        scene, contract, default=default, bands=bands, resample=resample, **fit_scaling
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
+    opts = _RunOptions(size, overlap, batch_size, probability_dtype, overwrite, tta, refine)
     clouds = _open_clouds(
         scene,
         fit,
@@ -950,34 +927,22 @@ def predict(
     make_engine = functools.partial(
         sources.make_engine, contract, bundle, device=device, threads=threads, precision=precision
     )
-    run = _stream(
-        scene,
-        make_engine,
-        fit,
-        p,
-        outputs,
-        size=size,
-        overlap=overlap,
-        batch_size=batch_size,
-        probability_dtype=probability_dtype,
-        overwrite=overwrite,
-        where=" inside the AOI" if aoi is not None else "",
-        clouds=clouds,
-        tta=tta,
-        refine=refine,
-    )
-    return _finish(
-        scene,
-        outputs,
-        fit,
-        p,
-        run,
-        clouds,
-        size=size,
-        overlap=overlap,
-        overwrite=overwrite,
-        t_start=t_start,
-    )
+    where = " inside the AOI" if aoi is not None else ""
+    run = _stream(scene, make_engine, fit, p, outputs, opts, where=where, clouds=clouds)
+    return _finish(scene, outputs, fit, p, run, clouds, opts, t_start=t_start)
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """How the stream runs (the options of :func:`predict` past the model and the scene)."""
+
+    size: int
+    overlap: int
+    batch_size: int | None
+    probability_dtype: ProbabilityDtype
+    overwrite: bool
+    tta: str
+    refine: str
 
 
 def _check_modes(tta: str, refine: str) -> None:
@@ -999,17 +964,15 @@ def _finish(
     p: _Plan,
     run: StreamingRun,
     clouds: CloudMasker | None,
+    opts: _RunOptions,
     *,
-    size: int,
-    overlap: int,
-    overwrite: bool,
     t_start: float,
 ) -> PredictReport:
     """After the stream: ``--vector``, then the report (logged)."""
     result = outputs.rasters + (clouds.outputs if clouds else [])
-    result += _vectorize(outputs, run, overwrite=overwrite)
+    result += _vectorize(outputs, run, overwrite=opts.overwrite)
     run.seconds["total"] = time.perf_counter() - t_start
-    report = _report(scene, outputs, result, fit, p, run, size=size, overlap=overlap)
+    report = _report(scene, outputs, result, fit, p, run, size=opts.size, overlap=opts.overlap)
     report.clouds = clouds.report() if clouds is not None else None
     log.info("%s", report.summary())
     return report

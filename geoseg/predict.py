@@ -588,10 +588,15 @@ class PredictReport:
         )
 
 
+#: Pixels per row band when measuring the scene's area: pixel areas are float64 arrays (and
+#: their corner coordinates), so full-width 1024-row bands of a 20000 px wide scene took 470 MB.
+AREA_BAND_PIXELS = 2**20
+
+
 def _area_km2(grid: Grid) -> float:
     from geoseg.area import area_m2
 
-    return area_m2(grid) / 1e6
+    return area_m2(grid, rows=max(1, AREA_BAND_PIXELS // max(1, grid.width))) / 1e6
 
 
 # ---- the whole path ---------------------------------------------------------------------------
@@ -803,7 +808,7 @@ def _stream(
 #: the same bytes either way; ``False`` runs every stage after inference in the main thread).
 WRITE_THREAD = True
 #: Inferred batches waiting for the write thread (each holds its chips and probabilities).
-WRITE_QUEUE = 2
+WRITE_QUEUE = 1
 
 
 def _drive(run: StreamingRun, chips: Iterable[Chip], *, total: int) -> None:

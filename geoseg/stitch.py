@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 
+#: Most pixels in one released band (:class:`ChipStitcher` splits larger releases by rows).
+RELEASE_PIXELS = 2**19
+
+
 def default_trim(overlap: int) -> int:
     """Pixels trimmed (weighted ~0) on each inner chip edge for an ``overlap``: a quarter of it."""
     return max(0, overlap // 4)
@@ -272,11 +276,17 @@ class ChipStitcher:
         return out
 
     def _release(self, upto: int) -> list[Band]:
-        band = self.blend.release(upto)
-        if band is None:
-            return []
-        valid = self._valid.take(int(band.window.height))
-        return [Band(band.window, band.probabilities, band.covered, valid)]
+        # In bands of at most RELEASE_PIXELS, so the normalised probabilities and what the
+        # writer derives from them (argmax, class ids) stay small on very wide scenes.
+        step = max(1, RELEASE_PIXELS // max(1, self.blend.shape[1]))
+        out: list[Band] = []
+        for end in [*range(self.blend.top + step, upto, step), upto]:
+            band = self.blend.release(end)
+            if band is None:
+                continue
+            valid = self._valid.take(int(band.window.height))
+            out.append(Band(band.window, band.probabilities, band.covered, valid))
+        return out
 
 
 class _ValidRows:

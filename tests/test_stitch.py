@@ -176,3 +176,35 @@ def test_ring_buffer_wraps_grows_and_is_allocated_once() -> None:
         assert uniform._acc is buf  # released rows are reused, not reallocated
         caps.add(uniform.capacity)
     assert caps == {64}
+
+
+def test_chip_stitcher_releases_wide_rows_in_small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    import geoseg.stitch as st
+
+    shape, size, overlap = (200, 150), 64, 16
+    wins = plan_windows(shape, size, overlap)
+    rng = np.random.default_rng(2)
+    chips = [rng.random((2, 64, 64)).astype(np.float32) for _ in wins]
+
+    def run() -> list[st.Band]:
+        cs = st.ChipStitcher(shape=shape, num_classes=2, overlap=overlap, windows=wins)
+        bands = []
+        for w, p in zip(wins, chips, strict=True):
+            bands += cs.add(w, p, np.ones(p.shape[1:], dtype=bool))
+        return bands + cs.finish()
+
+    whole = run()
+    monkeypatch.setattr(st, "RELEASE_PIXELS", 150 * 10)  # at most 10 rows per band
+    small = run()
+    assert max(int(b.window.height) for b in small) == 10 < max(int(b.window.height) for b in whole)
+    rows = [
+        r
+        for b in small
+        for r in range(int(b.window.row_off), int(b.window.row_off + b.window.height))
+    ]
+    assert rows == list(range(shape[0]))  # each row once, in order
+    np.testing.assert_array_equal(
+        np.concatenate([b.probabilities for b in small], axis=1),
+        np.concatenate([b.probabilities for b in whole], axis=1),
+    )
+    assert all(b.valid is not None and b.valid.shape == b.covered.shape for b in small)

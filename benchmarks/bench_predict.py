@@ -1,7 +1,8 @@
 """Benchmarks of ``geoseg predict`` (ratios measured in one run; see benchmarks/README.md).
 
-.venv/bin/python benchmarks/bench_predict.py speed [--model M.pt] [--size 256 --overlap 64]
-    end-to-end predict time / one full-frame forward pass over the same scene (aber-s2).
+.venv/bin/python benchmarks/bench_predict.py speed [--n 2048] [--size 512 --overlap 64] [--serial]
+    end-to-end predict time (each run in a fresh process: seconds of the call, peak RSS) / one
+    full-frame forward pass of the same model over the same scene: aber-s2 mirrored to N x N.
 .venv/bin/python benchmarks/bench_predict.py seam --model M.pt [--png /tmp/seam.png]
     tiled (256/64) vs single window vs another tiling (320/96): agreement, accuracy.
 .venv/bin/python benchmarks/bench_predict.py scale [--sizes 5000 20000]
@@ -55,53 +56,122 @@ def _bundle(
     )
 
 
+def mirror_scene(n: int, path: Path, bands: tuple[int, ...] = (1, 2, 3, 7)) -> Path:
+    """An n x n GeoTIFF of aber-s2 bands mirrored (seamless) to size: real data, tiled DEFLATE."""
+    with rasterio.open(SCENE) as ds:
+        x, prof = ds.read(list(bands)), ds.profile
+        names = [ds.descriptions[i - 1] for i in bands]
+    h, w = x.shape[1:]
+
+    def mirror(k: int, m: int) -> np.ndarray:
+        i = np.arange(k) % (2 * m)
+        return np.where(i < m, i, 2 * m - 1 - i)
+
+    rows, cols = mirror(n, h), mirror(n, w)
+    prof.update(
+        driver="GTiff", count=len(bands), height=n, width=n, tiled=True, blockxsize=256,
+        blockysize=256, compress="deflate", interleave="pixel", BIGTIFF="IF_SAFER",
+    )  # fmt: skip
+    with rasterio.open(path, "w", **prof) as dst:
+        for r0 in range(0, n, 1024):
+            part = x[:, rows[r0 : r0 + 1024]][:, :, cols]
+            dst.write(part, window=rasterio.windows.Window(0, r0, n, part.shape[1]))
+        for i, name in enumerate(names, start=1):
+            dst.set_band_description(i, name)
+    return path
+
+
+def predict_child(args: argparse.Namespace) -> dict:
+    """One ``predict`` in this (fresh) process: seconds of the call, stages, peak RSS."""
+    import geoseg.predict as gp
+
+    torch.set_num_threads(args.threads)
+    gp.WRITE_THREAD = not args.serial
+    with rasterio.open(args.scene) as ds:
+        bands = tuple(ds.descriptions)
+    b = _bundle(args.model, bands)
+    t0 = time.perf_counter()
+    r = gp.predict(
+        args.scene,
+        out=args.out,
+        model=b,
+        size=args.size,
+        overlap=args.overlap,
+        batch_size=args.batch_size or None,
+        threads=args.threads,
+        overwrite=True,
+    )
+    res = {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "stages": r.to_dict()["seconds"],
+        "batch_size": r.batch_size,
+        "windows": r.windows,
+        "windows_skipped": r.windows_skipped,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    print(json.dumps(res))
+    return res
+
+
+def _run_child(args: argparse.Namespace, scene: Path, out: Path, *, serial: bool) -> dict:
+    cmd = [sys.executable, __file__, "predict-child", "--scene", str(scene), "--out", str(out)]
+    cmd += ["--size", str(args.size), "--overlap", str(args.overlap)]
+    cmd += ["--threads", str(args.threads), "--batch-size", str(args.batch_size)]
+    cmd += (["--model", args.model] if args.model else []) + (["--serial"] if serial else [])
+    env = {**os.environ, "GEOSEG_PROGRESS": "0", "OMP_NUM_THREADS": str(args.threads)}
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if p.returncode != 0:
+        sys.exit(f"predict child failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def speed(args: argparse.Namespace) -> dict:
-    from geoseg.predict import inference_model, predict
+    """``predict`` (each run in its own process) / one full-frame forward pass, same scene."""
+    from geoseg.predict import inference_model
 
     _need_data()
     torch.set_num_threads(args.threads)
-    with rasterio.open(SCENE) as ds:
-        bands, x, valid = tuple(ds.descriptions), ds.read(), ds.dataset_mask() > 0
-    b = _bundle(args.model, bands)
-    net = inference_model(b, torch.device("cpu"))  # the model exactly as predict runs it
-    xn = b.normalization.apply(x) * valid
-    h, w = x.shape[1:]
-    xp = np.pad(xn, [(0, 0), (0, -h % 32), (0, -w % 32)], mode="reflect")[np.newaxis]
-    # best of --repeat for both sides, alternated, so a noisy moment does not decide the ratio
-    forwards, runs = [], []
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        net(torch.from_numpy(xp[..., :64, :64].copy()))  # warm-up
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = mirror_scene(args.n, Path(tmp) / "scene.tif") if args.n else SCENE
+        with rasterio.open(scene) as ds:
+            bands, x, valid = tuple(ds.descriptions), ds.read(), ds.dataset_mask() > 0
+        b = _bundle(args.model, bands)
+        net = inference_model(b, torch.device("cpu"))  # the model exactly as predict runs it
+        xn = b.normalization.apply(x) * valid
+        del x
+        h, w = xn.shape[1:]
+        xp = np.pad(xn, [(0, 0), (0, -h % 32), (0, -w % 32)], mode="reflect")[np.newaxis]
+        del xn
+        # best of --repeat for each side, alternated, so a noisy moment does not decide a ratio
+        forwards: list[float] = []
+        runs: dict[str, list[dict]] = {"overlapped": [], "serial": []}
+        with torch.inference_mode():
+            net(torch.from_numpy(xp[..., :64, :64].copy()))  # warm-up
         for i in range(args.repeat):
-            t0 = time.perf_counter()
-            frame = torch.from_numpy(np.ascontiguousarray(xp))
-            net(frame.contiguous(memory_format=torch.channels_last))
-            forwards.append(time.perf_counter() - t0)
-            runs.append(
-                predict(
-                    SCENE,
-                    out=f"{tmp}/o{i}.tif",
-                    model=b,
-                    size=args.size,
-                    overlap=args.overlap,
-                    batch_size=args.batch_size,
-                    threads=args.threads,
-                )
-            )
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                frame = torch.from_numpy(np.ascontiguousarray(xp))
+                net(frame.contiguous(memory_format=torch.channels_last))
+                forwards.append(time.perf_counter() - t0)
+            out = Path(tmp) / f"o{i}.tif"
+            runs["overlapped"].append(_run_child(args, scene, out, serial=False))
+            if args.serial:
+                runs["serial"].append(_run_child(args, scene, out, serial=True))
     forward = min(forwards)
-    r = min(runs, key=lambda rep: rep.seconds["total"])
-    inferred = r.windows * min(args.size, h) * min(args.size, w) - r.windows_skipped
-    res = {
-        "scene": str(SCENE),
+    res: dict = {
+        "scene": f"aber-s2 mirrored to {h} x {w}" if args.n else str(SCENE),
+        "model": args.model or "U-Net/ResNet-18 (random init)",
         "size": args.size,
         "overlap": args.overlap,
         "threads": args.threads,
         "repeat": args.repeat,
         "full_frame_forward_s": round(forward, 3),
-        "predict_s": round(r.seconds["total"], 3),
-        "ratio": round(r.seconds["total"] / forward, 3),
-        "inferred_px_over_scene_px": round(inferred / (h * w), 3),
-        "stages": r.to_dict()["seconds"],
     }
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        r = min(rs, key=lambda d: d["seconds"])
+        res[name] = {**r, "ratio": round(r["seconds"] / forward, 3)}
     print(json.dumps(res, indent=2))
     return res
 
@@ -234,7 +304,7 @@ def rss_child(args: argparse.Namespace) -> dict:
             model=b,
             size=args.size,
             overlap=args.overlap,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or None,
             threads=args.threads,
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -282,18 +352,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("what", choices=["speed", "seam", "scale", "rss"])
+    ap.add_argument("what", choices=["speed", "seam", "scale", "rss", "predict-child"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--overlap", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=0, help="0: predict's own choice")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--png", default=None)
     ap.add_argument("--repeat", type=int, default=3, help="speed: best of N runs of each side")
-    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument(
+        "--n", type=int, default=None, help="rss: N; speed: mirror to N x N (0: 930 x 947)"
+    )
+    ap.add_argument("--serial", action="store_true", help="speed: also the serial pipeline")
+    ap.add_argument("--scene", default=None)
+    ap.add_argument("--out", default=None)
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     args = ap.parse_args()
-    {"speed": speed, "seam": seam, "scale": scale, "rss": rss_child}[args.what](args)
+    if args.n is None:
+        args.n = 2048 if args.what == "speed" else 5000
+    run = {
+        "speed": speed,
+        "seam": seam,
+        "scale": scale,
+        "rss": rss_child,
+        "predict-child": predict_child,
+    }
+    run[args.what](args)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ See ``docs/predict.md`` for how the work is scheduled and why.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +52,7 @@ from geoseg.io.cog import CogWriter
 from geoseg.io.raster import band_validity, open_raster
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
+from geoseg.pipeline import OrderedWorker, ReadAhead, default_batch_size
 from geoseg.runtime import sources
 from geoseg.runtime.contract import (
     RESOLUTION_RTOL,
@@ -62,7 +62,7 @@ from geoseg.runtime.contract import (
     check_scene,
     resolve_bands,
 )
-from geoseg.runtime.engines import Engine, inference_model, pick_device
+from geoseg.runtime.engines import Engine, Precision, inference_model, pick_device
 from geoseg.stitch import Band, ChipStitcher
 
 if TYPE_CHECKING:
@@ -238,23 +238,8 @@ def read_ahead(
     reader: ChipReader, windows: Sequence[Window], *, workers: int, ahead: int
 ) -> Iterator[Chip]:
     """Chips of ``windows`` in order, read by ``workers`` threads at most ``ahead`` in advance."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-read") as pool:
-        queue: deque[Future[Chip]] = deque()
-        it = iter(windows)
-        for w in it:
-            queue.append(pool.submit(reader.read, w))
-            if len(queue) >= ahead:
-                break
-        try:
-            while queue:
-                chip = queue.popleft().result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    queue.append(pool.submit(reader.read, nxt))
-                yield chip
-        finally:
-            for f in queue:
-                f.cancel()
+    with ReadAhead(reader.read, windows, workers=workers, ahead=ahead) as chips:
+        yield from chips
 
 
 # ---- infer ------------------------------------------------------------------------------------
@@ -412,6 +397,11 @@ class StreamingRun:
     one by one into a :class:`~geoseg.stitch.ChipStitcher`, which hands back the bands that
     became final; they are written and dropped. All-nodata chips are skipped (never
     inferred). ``seconds`` accumulates per-stage time.
+
+    With a ``sink`` (:class:`geoseg.pipeline.OrderedWorker` running :meth:`blend_write`),
+    the caller's thread only infers: each inferred batch is handed to the sink's thread,
+    which blends and writes it (and runs the cloud model) while the next batch is inferred.
+    Batches are blended in order either way, so the output is the same bytes.
     """
 
     def __init__(
@@ -427,6 +417,7 @@ class StreamingRun:
         clouds: CloudMasker | None = None,
         tta: str = "none",
         refine: str = "none",
+        sink: OrderedWorker[_Inferred] | None = None,
     ) -> None:
         self.engine = engine
         self.clouds = clouds
@@ -434,10 +425,12 @@ class StreamingRun:
         self.contract = contract
         self.batch_size = max(1, int(batch_size))
         self.writer = writer
+        self.sink = sink
         self.stitcher = ChipStitcher(
             shape=grid.shape, num_classes=contract.num_classes, overlap=overlap, windows=windows
         )
         self._pending: list[Chip] = []
+        self._n_valid = 0
         self.skipped = 0
         self.valid_pixels = 0
         self.partial_pixels = 0
@@ -448,27 +441,44 @@ class StreamingRun:
         self.seconds["read"] += chip.seconds
         self.partial_pixels += chip.partial
         self._pending.append(chip)
-        if sum(c.valid.any() for c in self._pending) >= self.batch_size:
+        self._n_valid += bool(chip.valid.any())
+        if self._n_valid >= self.batch_size:
             self._flush()
 
     def finish(self) -> None:
-        """Predict what is left and write the last rows."""
+        """Predict what is left; without a sink, also write the last rows (else :meth:`close`)."""
         self._flush()
+        if self.sink is None:
+            self.close()
+
+    def close(self) -> None:
+        """Write the rows still buffered (after the last batch is blended)."""
         self._write(self.stitcher.finish())
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._n_valid = self._pending, [], 0
+        if not pending:
+            return
         todo = [c for c in pending if c.valid.any()]
         t0 = time.perf_counter()
-        probs = iter(
+        probs = (
             infer_batch(self.engine, todo, self.contract, tta=self.tta, refine=self.refine)
             if todo
-            else []
+            else None
         )
         self.seconds["infer"] += time.perf_counter() - t0
+        item = _Inferred(pending, todo, probs)
+        if self.sink is None:
+            self.blend_write(item)
+        else:
+            self.sink.put(item)
+
+    def blend_write(self, item: _Inferred) -> None:
+        """Blend an inferred batch (and its cloud masks) and write the rows it finishes."""
         if self.clouds is not None:  # the cloud model on the same chips (geoseg.clouds)
-            self.clouds.add(todo)
-        for chip in pending:
+            self.clouds.add(item.todo)
+        probs = iter(item.probabilities if item.probabilities is not None else ())
+        for chip in item.chips:
             t1 = time.perf_counter()
             if chip.valid.any():
                 bands = self.stitcher.add(chip.window, next(probs), chip.valid)
@@ -484,6 +494,15 @@ class StreamingRun:
             masked = self.clouds.masked(band) if self.clouds is not None else band
             self.valid_pixels += self.writer.write(masked)
         self.seconds["write"] += time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class _Inferred:
+    """A batch on its way from inference to blending: its chips, those inferred, their output."""
+
+    chips: list[Chip]
+    todo: list[Chip]
+    probabilities: np.ndarray | None
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -569,10 +588,15 @@ class PredictReport:
         )
 
 
+#: Pixels per row band when measuring the scene's area: pixel areas are float64 arrays (and
+#: their corner coordinates), so full-width 1024-row bands of a 20000 px wide scene took 470 MB.
+AREA_BAND_PIXELS = 2**20
+
+
 def _area_km2(grid: Grid) -> float:
     from geoseg.area import area_m2
 
-    return area_m2(grid) / 1e6
+    return area_m2(grid, rows=max(1, AREA_BAND_PIXELS // max(1, grid.width))) / 1e6
 
 
 # ---- the whole path ---------------------------------------------------------------------------
@@ -720,24 +744,22 @@ def _chip_size(contract: ModelContract, size: int | None, overlap: int | None) -
 
 def _stream(
     scene: PathLike,
-    engine: Engine,
+    make_engine: Callable[[], Engine],
     fit: SceneFit,
     p: _Plan,
     outputs: _Outputs,
+    opts: _RunOptions,
     *,
-    size: int,
-    overlap: int,
-    batch_size: int,
-    probability_dtype: ProbabilityDtype,
-    overwrite: bool,
     where: str,
     clouds: CloudMasker | None = None,
-    tta: str = "none",
-    refine: str = "none",
 ) -> StreamingRun:
-    """Read -> infer -> blend -> write every window of the plan, in one pass."""
-    tags = _provenance(fit.contract, fit.indexes, size, overlap)
-    tags |= {"GEOSEG_TTA": tta, "GEOSEG_REFINE": refine}
+    """Read -> infer -> blend -> write every window of the plan, in one overlapped pass.
+
+    The reader threads start first, so the model is built (``make_engine``) while the first
+    chips are read; blending and writing run in a second thread (:data:`WRITE_THREAD`).
+    """
+    tags = _provenance(fit.contract, fit.indexes, opts.size, opts.overlap)
+    tags |= {"GEOSEG_TTA": opts.tta, "GEOSEG_REFINE": opts.refine}
     if clouds is not None:
         tags["GEOSEG_CLOUD_MODEL"] = clouds.plan.name
     writer = PredictionWriter(
@@ -746,38 +768,76 @@ def _stream(
         classes=fit.contract.classes,
         tags=tags,
         probabilities=outputs.probabilities,
-        probability_dtype=probability_dtype,
+        probability_dtype=opts.probability_dtype,
         confidence=outputs.confidence,
-        overwrite=overwrite,
+        overwrite=opts.overwrite,
     )
     indexes = clouds.read_indexes if clouds is not None else fit.indexes
     reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=p.starts)
+    first = opts.batch_size or default_batch_size(opts.size * opts.size)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
-        with writer, clouds or contextlib.nullcontext():
-            run = StreamingRun(
-                engine=engine,
-                contract=fit.contract,
-                grid=p.grid,
-                windows=p.windows,
-                overlap=overlap,
-                batch_size=batch_size,
-                writer=writer,
-                clouds=clouds,
-                tta=tta,
-                refine=refine,
-            )
-            chips = read_ahead(reader, p.windows, workers=READ_WORKERS, ahead=2 * batch_size)
-            for chip in progress(chips, total=len(p.windows), desc="predict", unit="chip"):
-                run.feed(chip)
-            run.finish()
-            if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):  # nothing written
-                raise EmptyResultError(
-                    f"{scene}: every pixel{where} is nodata, nothing to predict; "
-                    "check the scene's nodata value (`geoseg info`)"
+        with ReadAhead(reader.read, p.windows, workers=READ_WORKERS, ahead=2 * first) as chips:
+            engine = make_engine()  # while the first chips are read
+            batch = opts.batch_size or auto_batch_size(engine, fit.contract, opts.size)
+            chips.ahead = 2 * batch
+            with writer, clouds or contextlib.nullcontext():
+                run = StreamingRun(
+                    engine=engine,
+                    contract=fit.contract,
+                    grid=p.grid,
+                    windows=p.windows,
+                    overlap=opts.overlap,
+                    batch_size=batch,
+                    writer=writer,
+                    clouds=clouds,
+                    tta=opts.tta,
+                    refine=opts.refine,
                 )
-            t_close = time.perf_counter()
-        run.seconds["write"] += time.perf_counter() - t_close  # overviews + COG copy
+                _drive(run, chips, total=len(p.windows))
+                if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):
+                    raise EmptyResultError(
+                        f"{scene}: every pixel{where} is nodata, nothing to predict; "
+                        "check the scene's nodata value (`geoseg info`)"
+                    )
+                t_close = time.perf_counter()
+            run.seconds["write"] += time.perf_counter() - t_close  # overviews + COG copy
     return run
+
+
+#: Blend and write in a second thread while the model infers the next batch (the output is
+#: the same bytes either way; ``False`` runs every stage after inference in the main thread).
+WRITE_THREAD = True
+#: Inferred batches waiting for the write thread (each holds its chips and probabilities).
+WRITE_QUEUE = 1
+
+
+def _drive(run: StreamingRun, chips: Iterable[Chip], *, total: int) -> None:
+    """Feed every chip to ``run`` and finish it; blending/writing in a worker thread."""
+    bar = progress(chips, total=total, desc="predict", unit="chip")
+    if not WRITE_THREAD:
+        for chip in bar:
+            run.feed(chip)
+        run.finish()
+        return
+    with OrderedWorker(run.blend_write, depth=WRITE_QUEUE) as sink:
+        run.sink = sink
+        for chip in bar:
+            run.feed(chip)
+        run.finish()
+    run.close()
+
+
+def auto_batch_size(engine: Engine, contract: ModelContract, size: int) -> int:
+    """Chips per forward pass when the user gives none.
+
+    From the engine when it can tell (a GPU's free memory, a graph's fixed batch), else
+    :func:`geoseg.pipeline.default_batch_size`.
+    """
+    h, w = contract.pad_target(size, size)
+    suggest = getattr(engine, "suggest_batch_size", None)
+    if callable(suggest):
+        return int(suggest((contract.in_channels, h, w)))
+    return default_batch_size(h * w)
 
 
 def predict(
@@ -787,7 +847,7 @@ def predict(
     model: PathLike | ModelBundle | None = None,
     size: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     probabilities: PathLike | None = None,
     probability_dtype: ProbabilityDtype = "uint8",
     confidence: bool = False,
@@ -806,57 +866,42 @@ def predict(
     threads: int | None = None,
     tta: str = "none",
     refine: str = "none",
+    precision: Precision = "auto",
 ) -> PredictReport:
-    """Segment ``scene`` with a model into a styled class COG at ``out``.
+    """Segment ``scene`` with a model into a styled class COG at ``out`` (``docs/predict.md``).
 
     Args:
         scene: input raster (any GDAL raster).
-        out: output class raster (``.tif``): a tiled DEFLATE COG on the scene's grid
-            (the model-resolution grid with ``resample``), 255 where the scene is nodata or
-            outside the AOI, colour table, class names, provenance tags, ``.qml`` beside it.
-        model: a bundle (path or :class:`ModelBundle`), an ``.onnx`` file (``geoseg export``
-            or Deepness metadata), or a name from ``geoseg models``; ``None``: the default.
+        out: class COG (``.tif``) on the scene's grid, 255 nodata, colour table, ``.qml``.
+        model: a bundle, an ``.onnx`` file or a ``geoseg models`` name; ``None``: the default.
         size: chip size (default: the model's).
         overlap: chip overlap (default: the model's).
-        batch_size: chips per forward pass.
+        batch_size: chips per forward pass (default: :func:`auto_batch_size`).
         probabilities: also write per-class probabilities to this COG.
         probability_dtype: ``uint8`` (percent, 255 nodata) or ``float16`` (NaN nodata).
-        confidence: also write the top-class probability: as the last band of the
-            probabilities output, or to ``<out>_confidence.tif`` without one.
-        aoi: GeoJSON/GPKG polygons (any CRS): only chips touching them are predicted and
-            pixels outside them are nodata.
+        confidence: also write the top-class probability (last probabilities band or a COG).
+        aoi: GeoJSON/GPKG polygons (any CRS): predict only there; nodata outside.
         vector: also polygonize the classes into this file (``geoseg.vectorize``).
         bands: scene bands for the model's bands, by name or 1-based index.
-        resample: warp the scene on the fly to the model's resolution.
-        reflectance: DN -> reflectance preset for reflectance models (``s2``, ``s2-pre04``,
-            ``landsat-c2-l2``, ...; :data:`geoseg.runtime.contract.REFLECTANCE_PRESETS`).
+        resample: warp the scene on the fly to the model's resolution (the output grid).
+        reflectance: DN -> reflectance preset (:data:`~geoseg.runtime.contract.REFLECTANCE_PRESETS`).
         scale: DN -> reflectance scale (one, or one per model band); default: the scene's.
         offset: DN -> reflectance offset (with ``scale``).
-        cloud_mask: also run this cloud/shadow model (``auto``: the csmask model the bands
-            fit) in the same pass; cloud and shadow pixels become nodata (``geoseg.clouds``).
-            With a raw-value land-cover model, ``reflectance``/``scale``/``offset`` are the
-            cloud model's.
+        cloud_mask: also run this cloud/shadow model (``auto``: a csmask that fits; ``geoseg.clouds``).
         cloud_mask_out: also write the cloud mask as a styled COG (0 clear, 1 cloud, 2 shadow).
         cloud_bands: scene bands for the cloud model's bands, by name or 1-based index.
         overwrite: replace existing outputs.
         device: ``cuda``/``cpu`` (default: CUDA when present, else CPU).
-        threads: CPU threads for inference (default: the engine's).
-        tta: test-time augmentation, ``none``, ``hflip``, ``flips`` or ``d4``
-            (:mod:`geoseg.tta`; 1, 2, 4 or 8 forward passes per chip).
+        threads: CPU threads (default :func:`geoseg.runtime.engines.default_threads`).
+        tta: ``none``, ``hflip``, ``flips`` or ``d4`` test-time augmentation (:mod:`geoseg.tta`).
         refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
+        precision: torch autocast (:data:`~geoseg.runtime.engines.Precision`).
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
     """
     t_start = time.perf_counter()
-    from geoseg.refine import REFINE_MODES
-    from geoseg.tta import TTA_MODES
-
-    if tta not in TTA_MODES or refine not in REFINE_MODES:
-        raise ConfigError(
-            f"tta {tta!r} / refine {refine!r}: use tta {'|'.join(TTA_MODES)} "
-            f"and refine {'|'.join(REFINE_MODES)}"
-        )
+    _check_modes(tta, refine)
     tune_malloc()
     outputs = _check_outputs(
         out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
@@ -864,16 +909,13 @@ def predict(
     contract, bundle = sources.open_model(model)
     size, overlap = _chip_size(contract, size, overlap)
     scaling = {"reflectance": reflectance, "scale": scale, "offset": offset}
-    raw_main = cloud_mask is not None and contract.input == "raw"
+    fit_scaling = {} if cloud_mask is not None and contract.input == "raw" else scaling
+    default = model is None or str(model) == sources.DEFAULT_MODEL
     fit = _fit_scene(
-        scene,
-        contract,
-        default=model is None or str(model) == sources.DEFAULT_MODEL,
-        bands=bands,
-        resample=resample,
-        **({} if raw_main else scaling),
+        scene, contract, default=default, bands=bands, resample=resample, **fit_scaling
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
+    opts = _RunOptions(size, overlap, batch_size, probability_dtype, overwrite, tta, refine)
     clouds = _open_clouds(
         scene,
         fit,
@@ -887,28 +929,55 @@ def predict(
         device=device,
         threads=threads,
     )
-    where = " inside the AOI" if aoi is not None else ""
-    engine = sources.make_engine(contract, bundle, device=device, threads=threads)
-    run = _stream(
-        scene,
-        engine,
-        fit,
-        p,
-        outputs,
-        size=size,
-        overlap=overlap,
-        batch_size=batch_size,
-        probability_dtype=probability_dtype,
-        overwrite=overwrite,
-        where=where,
-        clouds=clouds,
-        tta=tta,
-        refine=refine,
+    make_engine = functools.partial(
+        sources.make_engine, contract, bundle, device=device, threads=threads, precision=precision
     )
+    where = " inside the AOI" if aoi is not None else ""
+    run = _stream(scene, make_engine, fit, p, outputs, opts, where=where, clouds=clouds)
+    return _finish(scene, outputs, fit, p, run, clouds, opts, t_start=t_start)
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """How the stream runs (the options of :func:`predict` past the model and the scene)."""
+
+    size: int
+    overlap: int
+    batch_size: int | None
+    probability_dtype: ProbabilityDtype
+    overwrite: bool
+    tta: str
+    refine: str
+
+
+def _check_modes(tta: str, refine: str) -> None:
+    """Refuse an unknown ``tta`` or ``refine`` mode before any work."""
+    from geoseg.refine import REFINE_MODES
+    from geoseg.tta import TTA_MODES
+
+    if tta not in TTA_MODES or refine not in REFINE_MODES:
+        raise ConfigError(
+            f"tta {tta!r} / refine {refine!r}: use tta {'|'.join(TTA_MODES)} "
+            f"and refine {'|'.join(REFINE_MODES)}"
+        )
+
+
+def _finish(
+    scene: PathLike,
+    outputs: _Outputs,
+    fit: SceneFit,
+    p: _Plan,
+    run: StreamingRun,
+    clouds: CloudMasker | None,
+    opts: _RunOptions,
+    *,
+    t_start: float,
+) -> PredictReport:
+    """After the stream: ``--vector``, then the report (logged)."""
     result = outputs.rasters + (clouds.outputs if clouds else [])
-    result += _vectorize(outputs, run, overwrite=overwrite)
+    result += _vectorize(outputs, run, overwrite=opts.overwrite)
     run.seconds["total"] = time.perf_counter() - t_start
-    report = _report(scene, outputs, result, fit, p, run, size=size, overlap=overlap)
+    report = _report(scene, outputs, result, fit, p, run, size=opts.size, overlap=opts.overlap)
     report.clouds = clouds.report() if clouds is not None else None
     log.info("%s", report.summary())
     return report

@@ -6,7 +6,8 @@ first row not yet final down to the bottom of the lowest chip added so far. When
 a row of chips has been added, the rows above the next row of chips can no longer change;
 :meth:`RowBandStitcher.release` normalises them and hands them out, and the buffer drops them.
 Memory is therefore ``classes x (chip size + stride) x scene width`` floats, whatever the
-scene's height.
+scene's height, held in one ring buffer that is allocated once (released rows are zeroed and
+reused; nothing is concatenated or copied per row band).
 
 The weights (:func:`chip_weights`) are the grid's sin² (Hann) ramps on edges that border
 another chip, full weight on the scene's own border, with an extra *trim*: the outermost
@@ -32,6 +33,10 @@ __all__ = [
     "chip_weights",
     "default_trim",
 ]
+
+
+#: Most pixels in one released band (:class:`ChipStitcher` splits larger releases by rows).
+RELEASE_PIXELS = 2**19
 
 
 def default_trim(overlap: int) -> int:
@@ -107,15 +112,23 @@ class RowBandStitcher:
         self.trim = default_trim(overlap) if trim is None else trim
         self.kind: BlendKind = kind
         self.top = 0  # first row not yet released
-        width = self.shape[1]
-        self._acc = np.zeros((num_classes, 0, width), dtype=np.float32)
-        self._wsum = np.zeros((0, width), dtype=np.float32)
+        self.bottom = 0  # one past the lowest row a chip has touched
+        # A ring of rows: scene row r lives at ring row r % capacity. Released rows are zeroed
+        # in place and reused, so no array is reallocated or copied once the ring has the
+        # height of a band of chips (it grows only when a band needs more rows).
+        self._acc = np.zeros((num_classes, 0, self.shape[1]), dtype=np.float32)
+        self._wsum = np.zeros((0, self.shape[1]), dtype=np.float32)
         self._weights: dict[tuple[int, int, int, int], np.ndarray] = {}
         self.peak_rows = 0
 
     @property
     def buffered_rows(self) -> int:
-        """Rows currently held in memory."""
+        """Rows currently held in memory (accumulating, not yet released)."""
+        return max(0, self.bottom - self.top)
+
+    @property
+    def capacity(self) -> int:
+        """Rows the ring buffer can hold."""
         return int(self._wsum.shape[0])
 
     def _weights_for(self, window: Window) -> np.ndarray:
@@ -130,16 +143,33 @@ class RowBandStitcher:
             self._weights[key] = wts
         return wts
 
+    def _pieces(self, r0: int, n: int) -> list[tuple[slice, slice]]:
+        """``(ring rows, local rows)`` of scene rows ``[r0, r0 + n)``: one or two pieces."""
+        cap = self.capacity
+        start = r0 % cap
+        first = min(n, cap - start)
+        pieces = [(slice(start, start + first), slice(0, first))]
+        if first < n:
+            pieces.append((slice(0, n - first), slice(first, n)))
+        return pieces
+
     def _grow(self, bottom: int) -> None:
-        need = bottom - self.top - self._wsum.shape[0]
-        if need <= 0:
-            return
-        width = self.shape[1]
-        self._acc = np.concatenate(
-            [self._acc, np.zeros((self.num_classes, need, width), dtype=np.float32)], axis=1
-        )
-        self._wsum = np.concatenate([self._wsum, np.zeros((need, width), dtype=np.float32)])
-        self.peak_rows = max(self.peak_rows, self._wsum.shape[0])
+        """Make room for rows up to ``bottom`` (exclusive), keeping the rows held."""
+        need = bottom - self.top
+        if need > self.capacity:
+            held = max(0, self.bottom - self.top)
+            acc = np.zeros((self.num_classes, need, self.shape[1]), dtype=np.float32)
+            wsum = np.zeros((need, self.shape[1]), dtype=np.float32)
+            if held:
+                for ring, local in self._pieces(self.top, held):
+                    acc[:, local] = self._acc[:, ring]
+                    wsum[local] = self._wsum[ring]
+            # the new ring starts at row ``top``: rotate so that row r sits at r % need
+            shift = self.top % need
+            self._acc = np.roll(acc, shift, axis=1) if shift else acc
+            self._wsum = np.roll(wsum, shift, axis=0) if shift else wsum
+        self.bottom = max(self.bottom, bottom)
+        self.peak_rows = max(self.peak_rows, self.bottom - self.top)
 
     def add(self, window: Window, probabilities: np.ndarray) -> None:
         """Add a chip's class probabilities ``(classes, h, w)`` at ``window``."""
@@ -154,10 +184,10 @@ class RowBandStitcher:
             )
         self._grow(r0 + h)
         wts = self._weights_for(window)
-        rs = slice(r0 - self.top, r0 - self.top + h)
         cs = slice(c0, c0 + w)
-        self._acc[:, rs, cs] += probabilities * wts
-        self._wsum[rs, cs] += wts
+        for ring, local in self._pieces(r0, h):
+            self._acc[:, ring, cs] += probabilities[:, local] * wts[local]
+            self._wsum[ring, cs] += wts[local]
 
     def release(self, upto: int) -> Band | None:
         """Normalise and hand out rows ``[top, upto)``; they are dropped from the buffer.
@@ -170,13 +200,17 @@ class RowBandStitcher:
         if n <= 0:
             return None
         self._grow(upto)
-        acc, wsum = self._acc[:, :n], self._wsum[:n]
-        covered = wsum > 0
-        probs = acc / np.where(covered, wsum, 1.0)[np.newaxis]
+        probs = np.empty((self.num_classes, n, self.shape[1]), dtype=np.float32)
+        covered = np.empty((n, self.shape[1]), dtype=bool)
+        for ring, local in self._pieces(self.top, n):
+            wsum = self._wsum[ring]
+            covered[local] = wsum > 0
+            np.divide(self._acc[:, ring], np.where(wsum > 0, wsum, 1.0), out=probs[:, local])
+            self._acc[:, ring] = 0.0
+            wsum[...] = 0.0
         band = Band(Window(0, self.top, self.shape[1], n), probs, covered)
-        self._acc = self._acc[:, n:].copy()
-        self._wsum = self._wsum[n:].copy()
         self.top = upto
+        self.bottom = max(self.bottom, upto)
         return band
 
 
@@ -242,11 +276,17 @@ class ChipStitcher:
         return out
 
     def _release(self, upto: int) -> list[Band]:
-        band = self.blend.release(upto)
-        if band is None:
-            return []
-        valid = self._valid.take(int(band.window.height))
-        return [Band(band.window, band.probabilities, band.covered, valid)]
+        # In bands of at most RELEASE_PIXELS, so the normalised probabilities and what the
+        # writer derives from them (argmax, class ids) stay small on very wide scenes.
+        step = max(1, RELEASE_PIXELS // max(1, self.blend.shape[1]))
+        out: list[Band] = []
+        for end in [*range(self.blend.top + step, upto, step), upto]:
+            band = self.blend.release(end)
+            if band is None:
+                continue
+            valid = self._valid.take(int(band.window.height))
+            out.append(Band(band.window, band.probabilities, band.covered, valid))
+        return out
 
 
 class _ValidRows:

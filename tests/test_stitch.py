@@ -139,3 +139,72 @@ def test_chip_stitcher_owns_release_and_validity() -> None:
     np.testing.assert_allclose(
         probs[:, cov], (acc / np.where(cov, wsum, 1))[:, cov], rtol=1e-5, atol=1e-6
     )
+
+
+def test_ring_buffer_wraps_grows_and_is_allocated_once() -> None:
+    """Chips of mixed heights (the ring must grow mid-scene, keeping held rows) and many bands
+    (rows wrap around the ring): the same as a whole-scene accumulation; a uniform plan
+    allocates the ring once, at the first band's height."""
+    shape, overlap = (400, 90), 8
+    rng = np.random.default_rng(1)
+    # (row_off, height): rows of chips, the third one taller than the first two
+    rows = [(0, 40), (32, 40), (64, 72), (128, 40), (160, 40), (192, 80), (264, 80), (336, 64)]
+    acc, wsum = np.zeros((2, *shape)), np.zeros(shape)
+    st = RowBandStitcher(shape=shape, num_classes=2, overlap=overlap)
+    out = np.full((2, *shape), np.nan)
+    for i, (r0, h) in enumerate(rows):
+        for c0 in (0, 40):
+            w = Window(c0, r0, 50, h)
+            p = rng.random((2, h, 50)).astype(np.float32)
+            st.add(w, p)
+            wt = chip_weights(w, shape, overlap)
+            acc[:, r0 : r0 + h, c0 : c0 + 50] += p * wt
+            wsum[r0 : r0 + h, c0 : c0 + 50] += wt
+        band = st.release(rows[i + 1][0] if i + 1 < len(rows) else shape[0])
+        assert band is not None
+        b0, n = int(band.window.row_off), int(band.window.height)
+        out[:, b0 : b0 + n] = np.where(band.covered, band.probabilities, 0.0)
+    ref = np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1), 0.0)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+    uniform = RowBandStitcher(shape=(1000, 64), num_classes=1, overlap=16)
+    caps = set()
+    for r0 in range(0, 1000 - 64 + 1, 48):
+        uniform.add(Window(0, r0, 64, 64), np.ones((1, 64, 64), dtype=np.float32))
+        buf = uniform._acc
+        uniform.release(r0 + 48)
+        assert uniform._acc is buf  # released rows are reused, not reallocated
+        caps.add(uniform.capacity)
+    assert caps == {64}
+
+
+def test_chip_stitcher_releases_wide_rows_in_small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    import geoseg.stitch as st
+
+    shape, size, overlap = (200, 150), 64, 16
+    wins = plan_windows(shape, size, overlap)
+    rng = np.random.default_rng(2)
+    chips = [rng.random((2, 64, 64)).astype(np.float32) for _ in wins]
+
+    def run() -> list[st.Band]:
+        cs = st.ChipStitcher(shape=shape, num_classes=2, overlap=overlap, windows=wins)
+        bands = []
+        for w, p in zip(wins, chips, strict=True):
+            bands += cs.add(w, p, np.ones(p.shape[1:], dtype=bool))
+        return bands + cs.finish()
+
+    whole = run()
+    monkeypatch.setattr(st, "RELEASE_PIXELS", 150 * 10)  # at most 10 rows per band
+    small = run()
+    assert max(int(b.window.height) for b in small) == 10 < max(int(b.window.height) for b in whole)
+    rows = [
+        r
+        for b in small
+        for r in range(int(b.window.row_off), int(b.window.row_off + b.window.height))
+    ]
+    assert rows == list(range(shape[0]))  # each row once, in order
+    np.testing.assert_array_equal(
+        np.concatenate([b.probabilities for b in small], axis=1),
+        np.concatenate([b.probabilities for b in whole], axis=1),
+    )
+    assert all(b.valid is not None and b.valid.shape == b.covered.shape for b in small)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from geoseg.cli.options import json_opt, overlap_opt, overwrite_opt, size_opt
+
+if TYPE_CHECKING:
+    from geoseg.runtime.engines import Precision
 
 AUTO = "__auto__"
 #: geoseg.tta.TTA_MODES and geoseg.refine.REFINE_MODES (spelled out: the CLI starts light).
@@ -50,9 +54,8 @@ def _floats(value: str | None, what: str) -> list[float] | None:
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Chips per forward pass.",
+    default=None,
+    help="Chips per forward pass [default: about 1 Mpx of chips on CPU, half the free memory on a GPU].",
 )
 @click.option(
     "--probabilities",
@@ -136,7 +139,17 @@ def _floats(value: str | None, what: str) -> list[float] | None:
 )
 @click.option("--device", default=None, help="cuda or cpu (default: cuda when present, else cpu).")
 @click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference."
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for inference [default: the CPUs this process may use].",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Autocast of torch models (auto: fp16 on CUDA, fp32 on CPU).",
 )
 @click.option(
     "--tta",
@@ -167,7 +180,7 @@ def predict(
     out: str,
     size: int | None,
     overlap: int | None,
-    batch_size: int,
+    batch_size: int | None,
     probabilities: str | None,
     probability_dtype: str,
     confidence: bool,
@@ -183,6 +196,7 @@ def predict(
     cloud_bands: str | None,
     device: str | None,
     threads: int | None,
+    precision: str,
     tta: str,
     refine: str,
     report_path: str | None,
@@ -229,6 +243,7 @@ def predict(
         overwrite=overwrite,
         device=device,
         threads=threads,
+        precision=cast("Precision", precision),
         tta=tta,
         refine=refine,
     )

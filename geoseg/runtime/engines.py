@@ -21,7 +21,18 @@ if TYPE_CHECKING:
 
     from geoseg.bundle import ModelBundle
 
-__all__ = ["Engine", "OrtEngine", "TorchEngine", "inference_model", "pick_device", "softmax"]
+__all__ = [
+    "PRECISIONS",
+    "Engine",
+    "OrtEngine",
+    "Precision",
+    "TorchEngine",
+    "autocast_dtype",
+    "default_threads",
+    "inference_model",
+    "pick_device",
+    "softmax",
+]
 
 Output = Literal["logits", "probabilities"]
 
@@ -72,14 +83,49 @@ def inference_model(bundle: ModelBundle, device: torch.device) -> torch.nn.Modul
     return bundle.build(device).to(memory_format=torch.channels_last)
 
 
+#: Autocast of :class:`TorchEngine`: ``auto`` is float16 on CUDA and float32 on CPU.
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+
+
+def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device_type`` (``None``: plain float32)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use {' | '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.float16 if device_type == "cuda" else None
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def default_threads(threads: int | None) -> int:
+    """CPU threads for an engine: ``threads``, else the CPUs this process may use.
+
+    That is :func:`geoseg.pipeline.cpu_count` (affinity and cgroup quota), at most torch's own
+    setting (so ``torch.set_num_threads`` still limits it).
+    """
+    if threads:
+        return int(threads)
+    import torch
+
+    from geoseg.pipeline import cpu_count
+
+    return max(1, min(torch.get_num_threads(), cpu_count()))
+
+
 class TorchEngine:
-    """Runs a torch module returning logits: channels-last, inference mode, CUDA float16 autocast.
+    """Runs a torch module returning logits: channels-last, inference mode, optional autocast.
+
+    On CUDA the batch goes through a reused pinned (page-locked) host buffer and a
+    non-blocking copy, and the network runs under float16 autocast by default.
 
     Args:
         net: the network (eval mode).
         device: where it runs.
         output: what ``net`` returns.
-        threads: torch CPU threads while a batch runs (default: torch's).
+        threads: torch CPU threads while a batch runs (default :func:`default_threads`).
+        precision: autocast (:data:`Precision`; :func:`autocast_dtype`).
     """
 
     def __init__(
@@ -89,34 +135,59 @@ class TorchEngine:
         *,
         output: Output = "logits",
         threads: int | None = None,
+        precision: Precision = "auto",
     ) -> None:
         self.net = net
         self._device = device
         self.device = str(device)
         self.output = output
-        self.threads = threads
+        self.threads = default_threads(threads) if device.type == "cpu" else threads
+        self.precision = precision
+        self.autocast = autocast_dtype(precision, device.type)
+        self._pinned: torch.Tensor | None = None
 
     @classmethod
     def from_bundle(
-        cls, bundle: ModelBundle, *, device: str | Any | None = None, threads: int | None = None
+        cls,
+        bundle: ModelBundle,
+        *,
+        device: str | Any | None = None,
+        threads: int | None = None,
+        precision: Precision = "auto",
     ) -> TorchEngine:
         """The engine of a bundle's network on ``device`` (default: CUDA when present)."""
         dev = pick_device(device)
-        return cls(inference_model(bundle, dev), dev, threads=threads)
+        return cls(inference_model(bundle, dev), dev, threads=threads, precision=precision)
+
+    @property
+    def uses_pinned_memory(self) -> bool:
+        """Whether batches are staged in pinned host memory (CUDA only)."""
+        return self._device.type == "cuda"
+
+    def _to_device(self, x: np.ndarray) -> torch.Tensor:
+        import torch
+
+        src = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if not self.uses_pinned_memory:
+            return src
+        if self._pinned is None or self._pinned.shape != src.shape:
+            self._pinned = torch.empty(src.shape, dtype=torch.float32, pin_memory=True)
+        # The previous call synchronised on its result, so its copy out of the buffer is done.
+        self._pinned.copy_(src)
+        return self._pinned.to(self._device, non_blocking=True)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of a normalised, padded batch."""
         import torch
 
         old = torch.get_num_threads()
-        if self.threads:
+        if self.threads and self.threads != old:
             torch.set_num_threads(int(self.threads))
         try:
             with torch.inference_mode():
-                t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._device)
-                t = t.contiguous(memory_format=torch.channels_last)  # see inference_model
-                if self._device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.float16):
+                t = self._to_device(x).contiguous(memory_format=torch.channels_last)
+                if self.autocast is not None:
+                    with torch.autocast(self._device.type, dtype=self.autocast):
                         y = self.net(t)
                 else:
                     y = self.net(t)
@@ -125,8 +196,36 @@ class TorchEngine:
                     return torch.softmax(y, dim=1).contiguous().cpu().numpy()
                 return _as_probabilities(y.cpu().numpy(), self.output)
         finally:
-            if self.threads:
+            if self.threads and self.threads != old:
                 torch.set_num_threads(old)
+
+    def suggest_batch_size(self, chip: tuple[int, int, int]) -> int:
+        """Chips per batch for ``chip`` ``(bands, h, w)``.
+
+        On CUDA, measured to fill half the free memory
+        (:func:`geoseg.pipeline.default_batch_size`); on CPU, about 1 Mpx of chips.
+        """
+        from geoseg.pipeline import default_batch_size
+
+        if self._device.type != "cuda":
+            return default_batch_size(chip[1] * chip[2])
+        return default_batch_size(  # pragma: no cover - needs CUDA
+            chip[1] * chip[2], per_chip_bytes=self._bytes_per_chip(chip)
+        )
+
+    def _bytes_per_chip(self, chip: tuple[int, int, int]) -> int:  # pragma: no cover - CUDA
+        """Peak device memory of one chip's forward pass (two chips minus one)."""
+        import torch
+
+        peaks = []
+        for n in (1, 2):
+            torch.cuda.synchronize(self._device)
+            torch.cuda.reset_peak_memory_stats(self._device)
+            base = torch.cuda.memory_allocated(self._device)
+            self(np.zeros((n, *chip), dtype=np.float32))
+            torch.cuda.synchronize(self._device)
+            peaks.append(torch.cuda.max_memory_allocated(self._device) - base)
+        return max(1, peaks[1] - peaks[0], peaks[0] // 2)
 
 
 def ort_providers(device: str | None) -> list[str]:
@@ -146,7 +245,8 @@ class OrtEngine:
     Args:
         path: the ``.onnx`` file.
         output: what the graph returns (``logits`` get a softmax).
-        threads: intra-op CPU threads (default: ONNX Runtime's choice).
+        threads: intra-op CPU threads (default: the CPUs this process may use,
+            :func:`geoseg.pipeline.cpu_count`).
         device: ``cuda``/``cpu``; default CUDA when ONNX Runtime has it, else CPU.
     """
 
@@ -161,7 +261,9 @@ class OrtEngine:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or 0)
+        from geoseg.pipeline import cpu_count
+
+        so.intra_op_num_threads = int(threads or cpu_count())
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
@@ -176,6 +278,13 @@ class OrtEngine:
         self.output = output
         used = self.session.get_providers()[0]
         self.device = "cuda" if used == "CUDAExecutionProvider" else "cpu"
+
+    def suggest_batch_size(self, chip: tuple[int, int, int]) -> int:
+        """Chips per batch: a multiple of the graph's fixed batch, else about 1 Mpx of chips."""
+        from geoseg.pipeline import default_batch_size
+
+        n = default_batch_size(chip[1] * chip[2])
+        return self.batch * max(1, n // self.batch) if self.batch else n
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of a normalised, padded batch."""

@@ -32,7 +32,7 @@ from geoseg.runtime.contract import ModelContract, fits_bands
 
 if TYPE_CHECKING:
     from geoseg.bundle import ModelBundle
-    from geoseg.runtime.engines import Engine
+    from geoseg.runtime.engines import Engine, Precision
 
 __all__ = [
     "CSMASK_CLASSES",
@@ -472,12 +472,16 @@ def make_engine(
     *,
     device: str | Any | None = None,
     threads: int | None = None,
+    precision: Precision = "auto",
 ) -> Engine:
-    """The engine of a model opened by :func:`open_model`: torch for a bundle, else ONNX Runtime."""
+    """The engine of a model opened by :func:`open_model`: torch for a bundle, else ONNX Runtime.
+
+    ``precision`` is the torch engine's autocast (ONNX models run as exported).
+    """
     from geoseg.runtime.engines import OrtEngine, TorchEngine
 
     if bundle is not None:
-        return TorchEngine.from_bundle(bundle, device=device, threads=threads)
+        return TorchEngine.from_bundle(bundle, device=device, threads=threads, precision=precision)
     return OrtEngine(
         contract.path or "",
         output=contract.output,

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -75,3 +76,52 @@ def test_one_channel_output_is_a_binary_model(tmp_path: Path) -> None:
 def test_softmax_is_stable() -> None:
     x = np.array([[[[1000.0]], [[1001.0]]]], dtype=np.float32)
     np.testing.assert_allclose(softmax(x)[0, :, 0, 0], [0.26894142, 0.73105858], rtol=1e-5)
+
+
+# ---- precision, threads, the CUDA path ----------------------------------------------------------
+def test_autocast_choice() -> None:
+    from geoseg.runtime.engines import autocast_dtype
+
+    assert autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("auto", "cuda") is torch.float16
+    assert autocast_dtype("fp32", "cuda") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    with pytest.raises(ValueError, match="precision 'int4'"):
+        autocast_dtype("int4", "cpu")
+
+
+def test_bf16_autocast_on_cpu_is_close_to_fp32() -> None:
+    x = np.random.default_rng(0).normal(size=(2, 4, 32, 32)).astype(np.float32)
+    fp32 = TorchEngine(_net(), torch.device("cpu"))
+    bf16 = TorchEngine(_net(), torch.device("cpu"), precision="bf16")
+    p32, p16 = fp32(x), bf16(x)
+    assert p16.dtype == np.float32 and p16.shape == p32.shape
+    assert not fp32.uses_pinned_memory
+    assert 0 < np.abs(p16 - p32).max() < 0.05  # really ran in bfloat16, and still agrees
+
+
+def test_threads_default_follows_the_machine_and_torch() -> None:
+    from geoseg.pipeline import cpu_count
+
+    e = TorchEngine(_net(), torch.device("cpu"))
+    assert e.threads == min(torch.get_num_threads(), cpu_count()) == 1  # set above
+    assert TorchEngine(_net(), torch.device("cpu"), threads=3).threads == 3
+    assert e.suggest_batch_size((4, 512, 512)) == 4
+
+
+def test_ort_fixed_batch_suggests_a_multiple(tmp_path: Path) -> None:
+    eng = OrtEngine(_onnx(_net(), tmp_path / "fixed.onnx", batch=3), threads=1)
+    assert eng.batch == 3
+    assert eng.suggest_batch_size((4, 256, 256)) == 15  # 16 chips of 256 px -> 5 x 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_pinned_path_matches_cpu() -> None:  # pragma: no cover - needs CUDA
+    x = np.random.default_rng(0).normal(size=(2, 4, 32, 32)).astype(np.float32)
+    cpu = TorchEngine(_net(), torch.device("cpu"))(x)
+    gpu = TorchEngine(_net().cuda(), torch.device("cuda"), precision="fp32")
+    assert gpu.uses_pinned_memory
+    np.testing.assert_allclose(gpu(x), cpu, atol=1e-4)
+    np.testing.assert_allclose(gpu(x), cpu, atol=1e-4)  # the reused pinned buffer
+    assert 1 <= gpu.suggest_batch_size((4, 512, 512)) <= 64

@@ -21,6 +21,7 @@ See ``docs/predict.md`` for how the work is scheduled and why.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -427,6 +428,7 @@ class StreamingRun:
         clouds: CloudMasker | None = None,
         tta: str = "none",
         refine: str = "none",
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.engine = engine
         self.clouds = clouds
@@ -435,7 +437,11 @@ class StreamingRun:
         self.batch_size = max(1, int(batch_size))
         self.writer = writer
         self.stitcher = ChipStitcher(
-            shape=grid.shape, num_classes=contract.num_classes, overlap=overlap, windows=windows
+            shape=grid.shape,
+            num_classes=contract.num_classes,
+            overlap=overlap,
+            windows=windows,
+            rows=rows,
         )
         self._pending: list[Chip] = []
         self.skipped = 0
@@ -682,6 +688,9 @@ class _Plan:
     starts: tuple[list[int], list[int]]
     aoi: Any
     opener: Callable[[], Any]
+    #: ``predict(rows=)``: the rows written, and the rows their windows span
+    rows: tuple[int, int] | None = None
+    span: tuple[int, int] | None = None
 
     @property
     def all_windows(self) -> int:
@@ -742,7 +751,7 @@ def _stream(
         tags["GEOSEG_CLOUD_MODEL"] = clouds.plan.name
     writer = PredictionWriter(
         out=outputs.out,
-        grid=p.grid,
+        grid=p.grid if p.rows is None else _rows_grid(p.grid, p.rows),
         classes=fit.contract.classes,
         tags=tags,
         probabilities=outputs.probabilities,
@@ -761,10 +770,11 @@ def _stream(
                 windows=p.windows,
                 overlap=overlap,
                 batch_size=batch_size,
-                writer=writer,
+                writer=writer if p.rows is None else _RowsWriter(writer, p.rows),  # type: ignore[arg-type]
                 clouds=clouds,
                 tta=tta,
                 refine=refine,
+                rows=p.span,
             )
             chips = read_ahead(reader, p.windows, workers=READ_WORKERS, ahead=2 * batch_size)
             for chip in progress(chips, total=len(p.windows), desc="predict", unit="chip"):
@@ -806,6 +816,7 @@ def predict(
     threads: int | None = None,
     tta: str = "none",
     refine: str = "none",
+    rows: tuple[int, int] | None = None,
 ) -> PredictReport:
     """Segment ``scene`` with a model into a styled class COG at ``out``.
 
@@ -844,6 +855,10 @@ def predict(
         tta: test-time augmentation, ``none``, ``hflip``, ``flips`` or ``d4``
             (:mod:`geoseg.tta`; 1, 2, 4 or 8 forward passes per chip).
         refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
+        rows: predict only the scene rows ``[start, stop)``: the outputs are on that part of
+            the grid and equal to those rows of the whole-scene outputs, bit for bit (every
+            chip touching them is predicted and blended in the same order). The band of
+            :mod:`geoseg.parallel`; not with ``cloud_mask`` or ``vector``.
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
@@ -874,6 +889,8 @@ def predict(
         **({} if raw_main else scaling),
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
+    if rows is not None:
+        p = _rows_plan(p, rows, scene, refuse=cloud_mask or cloud_mask_out or vector)
     clouds = _open_clouds(
         scene,
         fit,
@@ -999,3 +1016,46 @@ def _report(
         model_source=c.source,
         reflectance=refl,
     )
+
+
+# ---- one band of rows (predict(rows=...), for geoseg.parallel) --------------------------------
+def _rows_grid(grid: Grid, rows: tuple[int, int]) -> Grid:
+    return grid.window_grid(Window(0, rows[0], grid.width, rows[1] - rows[0]))
+
+
+def _rows_plan(p: _Plan, rows: tuple[int, int], scene: PathLike, *, refuse: Any) -> _Plan:
+    """The plan restricted to the windows touching ``rows`` (whole-scene weights and order)."""
+    r0, r1 = int(rows[0]), int(rows[1])
+    if refuse:
+        raise ConfigError("rows= predicts a band of a scene; it takes no cloud mask or vector")
+    if not 0 <= r0 < r1 <= p.grid.height:
+        raise ConfigError(f"rows {rows} are not inside the {p.grid.height} rows of {scene}")
+    windows = [w for w in p.windows if w.row_off < r1 and w.row_off + w.height > r0]
+    if not windows:
+        raise EmptyResultError(f"{scene}: no chip touches rows {r0}..{r1}")
+    span = (int(windows[0].row_off), max(int(w.row_off + w.height) for w in windows))
+    return dataclasses.replace(p, windows=windows, rows=(r0, r1), span=span)
+
+
+class _RowsWriter:
+    """The :class:`PredictionWriter` of a band: released rows cropped to the band, shifted."""
+
+    def __init__(self, writer: PredictionWriter, rows: tuple[int, int]) -> None:
+        self.writer, self.rows = writer, rows
+
+    def write(self, band: Band) -> int:
+        a, b = (
+            max(self.rows[0], int(band.window.row_off)),
+            min(self.rows[1], int(band.window.row_off + band.window.height)),
+        )
+        if a >= b:
+            return 0
+        i, j = a - int(band.window.row_off), b - int(band.window.row_off)
+        return self.writer.write(
+            Band(
+                Window(0, a - self.rows[0], band.window.width, b - a),
+                band.probabilities[:, i:j],
+                band.covered[i:j],
+                None if band.valid is None else band.valid[i:j],
+            )
+        )

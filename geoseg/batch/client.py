@@ -28,7 +28,7 @@ from geoseg.errors import ConfigError
 from geoseg.io.atomic import clean_stale_temporaries
 from geoseg.workflow import Workflow, load_workflow
 
-__all__ = ["BatchReport", "default_workers", "run_workflow"]
+__all__ = ["BatchReport", "dask_client", "default_workers", "run_workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,14 @@ class BatchReport:
 
 
 @contextlib.contextmanager
-def _client(
-    scheduler: str | None, workers: int, threads: int, dashboard: bool
+def dask_client(
+    scheduler: str | None, workers: int, threads: int, *, dashboard: bool
 ) -> Iterator[tuple[Any, int]]:
+    """``(client, workers)``: an existing scheduler's, or a LocalCluster of ``workers``.
+
+    Local workers are single-task processes with ``threads`` BLAS/OpenMP threads each and
+    glibc's allocator defaults (see below).
+    """
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -179,7 +184,7 @@ def run_workflow(
         n = workers or default_workers(len(todo))
         if n < 1:
             raise ConfigError(f"--workers must be at least 1, got {n}")
-        with _client(scheduler, n, threads_per_worker, dashboard=True) as (client, n_workers):
+        with dask_client(scheduler, n, threads_per_worker, dashboard=True) as (client, n_workers):
             report.workers = n_workers
             report.dashboard = getattr(client, "dashboard_link", None)
             if report.dashboard:

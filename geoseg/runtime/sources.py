@@ -20,6 +20,8 @@ import ast
 import importlib.util
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +137,24 @@ def contract_from_bundle(
     )
 
 
+#: Bundles read by this process, most recent last: ``(path, size, mtime) -> bundle``.
+_BUNDLES: OrderedDict[tuple[str, int, int], ModelBundle] = OrderedDict()
+#: Bundles kept per process (a Dask worker predicting scene after scene reads its model once).
+BUNDLE_CACHE_SIZE = 2
+_BUNDLE_LOCK = threading.Lock()
+_BUNDLE_READS = [0]
+
+
+def bundle_reads() -> int:
+    """How many bundle files this process has read (the rest came from the cache)."""
+    return _BUNDLE_READS[0]
+
+
 def _load_bundle(path: Path | None, name: str) -> ModelBundle:
+    """The bundle at ``path`` (``None``: the default model), read once per process.
+
+    Kept in a small LRU keyed by path, size and mtime, so a rewritten file is read again.
+    """
     from geoseg.bundle import ModelBundle
 
     if path is None:  # the default model
@@ -144,7 +163,21 @@ def _load_bundle(path: Path | None, name: str) -> ModelBundle:
             raise ModelBundleError(
                 f"no default model installed ({path} is missing); pass --model MODEL.pt"
             )
-    return ModelBundle.load(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return ModelBundle.load(path)  # let the loader say what is wrong
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _BUNDLE_LOCK:
+        if key in _BUNDLES:
+            _BUNDLES.move_to_end(key)
+            return _BUNDLES[key]
+        bundle = ModelBundle.load(path)
+        _BUNDLE_READS[0] += 1
+        _BUNDLES[key] = bundle
+        while len(_BUNDLES) > BUNDLE_CACHE_SIZE:
+            _BUNDLES.popitem(last=False)
+        return bundle
 
 
 # ---- ONNX ---------------------------------------------------------------------------------------

@@ -182,10 +182,10 @@ def test_killed_run_resumes_to_byte_identical_outputs(tmp_path: Path, bundle_pat
 
 def test_local_workers_keep_glibc_malloc_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     # Dask's MALLOC_TRIM_THRESHOLD_=65536 makes every chip array a fresh mmap (+50 % predict time)
-    from geoseg.batch.client import _client
+    from geoseg.batch.client import dask_client
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with _client(None, 1, 2, False) as (client, n):
+    with dask_client(None, 1, 2, dashboard=False) as (client, n):
         envs = list(client.run(_worker_env).values())
     assert n == 1
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "2"}]

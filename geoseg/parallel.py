@@ -52,7 +52,6 @@ __all__ = [
     "BandJob",
     "BandResult",
     "ParallelReport",
-    "default_threads",
     "predict_band",
     "predict_parallel",
     "split_rows",
@@ -66,12 +65,6 @@ PathLike = str | os.PathLike[str]
 RETRIES = 2
 #: Rows streamed at a time from a band file into the output.
 ASSEMBLE_ROWS = 512
-
-
-def default_threads(workers: int) -> int:
-    """Torch threads per worker: the CPU cores shared out, at least one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, workers))
 
 
 # ---- the plan ---------------------------------------------------------------------------------
@@ -439,7 +432,7 @@ def _cluster(
         n = max(1, len(client.scheduler_info().get("workers", {})))
         yield client, n, threads or 1
         return
-    from geoseg.batch.client import dask_client
+    from geoseg.batch.client import dask_client, default_threads
 
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")

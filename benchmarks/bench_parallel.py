@@ -125,6 +125,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _bands(value: str | None) -> list[str | int] | None:
     return [int(v) if v.isdigit() else v for v in value.split(",")] if value else None
 
@@ -134,10 +139,10 @@ def single_process(scene: Path, out: Path, model: str, bands: str | None, thread
     code = (
         "import json, resource, sys, time\n"
         "from geoseg.predict import predict\n"
-        "t = time.perf_counter()\n"
+        "t = time.perf_counter(); c = time.process_time()\n"
         f"predict({str(scene)!r}, out={str(out)!r}, model={model!r}, threads={threads}, "
         f"bands={_bands(bands)!r})\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t, "
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'cpu_s': time.process_time() - c, "
         "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GEOSEG_PROGRESS": "0"}
@@ -157,6 +162,7 @@ def on_workers(scene: Path, out: Path, model: str, bands: str | None, workers: i
     with dask_client(None, workers, threads, dashboard=False) as (client, _):
         client.run(lambda: __import__("geoseg.predict"))  # imports at start-up, apart
         t_start = time.perf_counter() - t0
+        cpu0 = client.run(_cpu_s)
         t1 = time.perf_counter()
         rep = predict_parallel(
             scene,
@@ -168,9 +174,11 @@ def on_workers(scene: Path, out: Path, model: str, bands: str | None, workers: i
             bands=_bands(bands),
         )
         seconds = time.perf_counter() - t1
+        cpu = sum(v - cpu0[k] for k, v in client.run(_cpu_s).items())
         rss = client.run(_peak_rss_mb)
     return {
         "seconds": seconds,
+        "cpu_s": cpu,  # the workers' CPU seconds (the client's assembly apart)
         "cluster_start_s": t_start,
         "threads_per_worker": threads,
         "bands": len(rep.bands),
@@ -225,6 +233,11 @@ def main() -> None:
                     "loadavg_before": [round(v, 2) for v in load_before],
                     "loadavg_after": [round(v, 2) for v in os.getloadavg()],
                     "seconds": {k: round(v, 2) for k, v in s.items()},
+                    # cores kept busy: CPU seconds / wall; below the core count on a loaded
+                    # machine, whatever geoseg does
+                    "cores_used": {
+                        k: round(v["cpu_s"] / max(v["seconds"], 1e-9), 2) for k, v in runs.items()
+                    },
                     "speedup_2_vs_1_worker": round(s["workers=1"] / s["workers=2"], 2),
                     "speedup_2_workers_vs_one_process": round(s["predict"] / s["workers=2"], 2),
                     "identical_bytes": len(set(digests.values())) == 1,

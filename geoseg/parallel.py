@@ -29,6 +29,7 @@ counts the reads), so a worker reads a model once however many bands (or scenes,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -294,14 +295,14 @@ def predict_parallel(
     """
     t0 = time.perf_counter()
     paths = _check_outputs(out, probabilities, confidence, vector, overwrite=overwrite)
-    plan = _scene_plan(scene, model, size, overlap)
+    grid = _scene_grid(scene)
     folder = _band_folder(paths["classes"])
     job = BandJob(
         scene=str(scene),
         model=None if model is None else str(model),
         folder=str(folder),
-        size=plan.size,
-        overlap=plan.overlap,
+        size=size or 0,
+        overlap=overlap or 0,
         batch_size=batch_size,
         probabilities=probabilities is not None,
         probability_dtype=probability_dtype,
@@ -317,7 +318,10 @@ def predict_parallel(
     )
     try:
         with _cluster(client, scheduler, workers, threads) as (cl, n, nthreads):
-            job = BandJob(**{**asdict(job), "threads": nthreads})
+            # the model is opened on a worker: torch is imported there anyway, and the
+            # client, which only streams pixels, stays light
+            plan = cl.submit(_scene_plan, grid, job.model, size, overlap, pure=False).result()
+            job = dataclasses.replace(job, size=plan.size, overlap=plan.overlap, threads=nthreads)
             parts = split_rows(plan.row_starts, plan.grid.height, row_bands or 2 * n)
             report = ParallelReport(
                 scene=str(scene),
@@ -388,16 +392,22 @@ class _ScenePlan:
         return n * self.columns
 
 
-def _scene_plan(
-    scene: PathLike, model: PathLike | None, size: int | None, overlap: int | None
-) -> _ScenePlan:
-    """The scene's grid, its chip-row starts and the model's chip size, overlap and classes."""
-    from geoseg.grid import Grid, axis_starts, check_chip_size
+def _scene_grid(scene: PathLike) -> Grid:
+    """The grid of ``scene`` (one-line errors for what cannot be read)."""
+    from geoseg.grid import Grid
     from geoseg.io.raster import open_raster
-    from geoseg.runtime import sources
 
     with open_raster(scene) as ds:
-        grid = Grid.from_dataset(ds)
+        return Grid.from_dataset(ds)
+
+
+def _scene_plan(
+    grid: Grid, model: PathLike | None, size: int | None, overlap: int | None
+) -> _ScenePlan:
+    """The chip-row starts on ``grid`` and the model's chip size, overlap and classes (a task)."""
+    from geoseg.grid import axis_starts, check_chip_size
+    from geoseg.runtime import sources
+
     contract = sources.contract_of(model)
     size_ = int(size if size is not None else contract.chip_size)
     overlap_ = int(overlap if overlap is not None else contract.overlap)

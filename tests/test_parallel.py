@@ -133,6 +133,53 @@ def test_split_rows_tiles_the_scene_at_chip_rows(height: int, parts: int) -> Non
     assert all(a in starts for a, _ in bands)
 
 
+# ---- predict(rows=): one band -----------------------------------------------------------------
+def test_predict_rows_is_those_rows_of_the_whole_scene(tmp_path: Path, model: Path) -> None:
+    from rasterio.windows import Window
+
+    scene = _scene(tmp_path / "scene.tif", 233, 150)
+    predict(scene, out=tmp_path / "all.tif", model=model)
+    with rasterio.open(tmp_path / "all.tif") as ds:
+        whole, grid = ds.read(1), Grid.from_dataset(ds)
+    for rows in [(0, 50), (50, 130), (130, 233), (17, 18)]:
+        out = tmp_path / f"rows_{rows[0]}.tif"
+        predict(scene, out=out, model=model, rows=rows)
+        with rasterio.open(out) as ds:
+            assert Grid.from_dataset(ds) == grid.window_grid(
+                Window(0, rows[0], 150, rows[1] - rows[0])
+            )
+            assert np.array_equal(ds.read(1), whole[rows[0] : rows[1]])
+
+
+def test_predict_rows_refuses_what_a_band_cannot_do(tmp_path: Path, model: Path) -> None:
+    from geoseg.errors import ConfigError
+
+    scene = _scene(tmp_path / "scene.tif", 100, 80)
+    with pytest.raises(ConfigError, match="not inside the 100 rows"):
+        predict(scene, out=tmp_path / "a.tif", model=model, rows=(50, 101))
+    with pytest.raises(ConfigError, match="no cloud mask or vector"):
+        predict(
+            scene, out=tmp_path / "a.tif", model=model, rows=(0, 10), vector=tmp_path / "v.gpkg"
+        )
+    assert not list(tmp_path.glob("a*"))
+
+
+def test_a_band_stitcher_holds_only_the_band(tmp_path: Path) -> None:
+    from geoseg.grid import plan_windows
+    from geoseg.stitch import ChipStitcher
+
+    windows = [w for w in plan_windows((2000, 300), 64, 16) if 1500 <= w.row_off < 1700]
+    span = (int(windows[0].row_off), int(windows[-1].row_off + windows[-1].height))
+    st = ChipStitcher(shape=(2000, 300), num_classes=2, overlap=16, windows=windows, rows=span)
+    bands = []
+    for w in windows:
+        bands += st.add(w, np.full((2, 64, 64), 0.5, np.float32), np.ones((64, 64), bool))
+    bands += st.finish()
+    assert bands[0].window.row_off == span[0]
+    assert sum(int(b.window.height) for b in bands) == span[1] - span[0]
+    assert st.peak_rows <= 64 + 48  # one row of chips and a stride, not the rows above
+
+
 # ---- identity ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("height", "width", "parts"), [(233, 150, 2), (233, 150, 4), (161, 71, 3)])
 def test_bands_give_the_single_process_bytes(

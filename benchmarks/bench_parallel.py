@@ -11,12 +11,14 @@ scene). Runs, in one go:
 
 * ``predict``: the single-process :func:`geoseg.predict.predict` in a subprocess, with
   ``--threads`` torch threads (default: all cores): the reference bytes and peak RSS;
-* ``workers=1`` and ``workers=2``: :func:`geoseg.parallel.predict_parallel` on a fresh
-  LocalCluster each (one torch thread per worker per core), timed from the first band
-  submitted (cluster start shown apart); peak RSS of each worker process.
+* ``workers=1``, ``workers=1,threads=1`` and ``workers=2``:
+  :func:`geoseg.parallel.predict_parallel` on a fresh LocalCluster each (torch threads = cores
+  / workers, or 1), timed from the plan submitted (cluster start shown apart); peak RSS of
+  each worker process.
 
-Prints the speed-ups (1 worker / 2 workers, one process / 2 workers), whether the sha256 of
-the three class COGs agree, and the machine's load average before and after.
+Prints the speed-ups (2 workers vs 1 worker with all cores, vs 1 worker with 1 thread, vs one
+process), whether the sha256 of the four class COGs agree, the cores kept busy, and the
+machine's load average before and after.
 """
 
 from __future__ import annotations
@@ -152,13 +154,15 @@ def single_process(scene: Path, out: Path, model: str, bands: str | None, thread
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def on_workers(scene: Path, out: Path, model: str, bands: str | None, workers: int) -> dict:
+def on_workers(
+    scene: Path, out: Path, model: str, bands: str | None, workers: int, threads: int | None = None
+) -> dict:
     """``predict_parallel`` on a fresh LocalCluster of ``workers``: seconds, RSS per worker."""
     from geoseg.batch.client import dask_client, default_threads
     from geoseg.parallel import predict_parallel
 
     t0 = time.perf_counter()
-    threads = default_threads(workers)
+    threads = threads or default_threads(workers)
     with dask_client(None, workers, threads, dashboard=False) as (client, _):
         client.run(lambda: __import__("geoseg.predict"))  # imports at start-up, apart
         t_start = time.perf_counter() - t0
@@ -170,7 +174,7 @@ def on_workers(scene: Path, out: Path, model: str, bands: str | None, workers: i
             model=model,
             client=client,
             threads=threads,
-            row_bands=2 * workers,
+            row_bands=None,  # default_bands: 2 per worker at 20000^2, 1 on small mosaics
             bands=_bands(bands),
         )
         seconds = time.perf_counter() - t1
@@ -212,6 +216,7 @@ def main() -> None:
         runs = {
             "predict": single_process(scene, tmp / "one.tif", model, bands, args.threads),
             "workers=1": on_workers(scene, tmp / "w1.tif", model, bands, 1),
+            "workers=1,threads=1": on_workers(scene, tmp / "w1t1.tif", model, bands, 1, 1),
             "workers=2": on_workers(scene, tmp / "w2.tif", model, bands, 2),
         }
         for k, v in runs.items():
@@ -219,10 +224,8 @@ def main() -> None:
                 f"{k}: {json.dumps({n: (round(x, 2) if isinstance(x, float) else x) for n, x in v.items()})}",
                 flush=True,
             )
-        digests = {
-            k: sha256(tmp / f)
-            for k, f in (("predict", "one.tif"), ("workers=1", "w1.tif"), ("workers=2", "w2.tif"))
-        }
+        files = {"predict": "one.tif", "workers=1": "w1.tif", "workers=1,threads=1": "w1t1.tif"}
+        digests = {k: sha256(tmp / f) for k, f in {**files, "workers=2": "w2.tif"}.items()}
         s = {k: v["seconds"] for k, v in runs.items()}
         print(
             json.dumps(
@@ -238,13 +241,21 @@ def main() -> None:
                     "cores_used": {
                         k: round(v["cpu_s"] / max(v["seconds"], 1e-9), 2) for k, v in runs.items()
                     },
+                    # 2 workers x 1 thread vs 1 worker x (all cores) threads
                     "speedup_2_vs_1_worker": round(s["workers=1"] / s["workers=2"], 2),
+                    # the same threads per worker: how the bands scale
+                    "speedup_2_vs_1_worker_1_thread_each": round(
+                        s["workers=1,threads=1"] / s["workers=2"], 2
+                    ),
                     "speedup_2_workers_vs_one_process": round(s["predict"] / s["workers=2"], 2),
                     "identical_bytes": len(set(digests.values())) == 1,
                     "sha256": digests["predict"],
                     "peak_rss_mb": {
                         "one_process": round(runs["predict"]["peak_rss_mb"]),
                         "per_worker_1": runs["workers=1"]["peak_rss_mb_per_worker"],
+                        "per_worker_1_1_thread": runs["workers=1,threads=1"][
+                            "peak_rss_mb_per_worker"
+                        ],
                         "per_worker_2": runs["workers=2"]["peak_rss_mb_per_worker"],
                     },
                 },

@@ -49,10 +49,12 @@ if TYPE_CHECKING:
     from geoseg.predict import PredictionWriter
 
 __all__ = [
+    "MIN_BAND_CHIP_ROWS",
     "RETRIES",
     "BandJob",
     "BandResult",
     "ParallelReport",
+    "default_bands",
     "predict_band",
     "predict_parallel",
     "split_rows",
@@ -64,6 +66,8 @@ PathLike = str | os.PathLike[str]
 #: Reruns of a band whose task raised an unexpected error (a killed worker is rescheduled by
 #: the scheduler itself, up to ``distributed.scheduler.allowed-failures`` times).
 RETRIES = 2
+#: Fewest chip rows per band before :func:`default_bands` gives one band per worker.
+MIN_BAND_CHIP_ROWS = 8
 #: Rows streamed at a time from a band file into the output.
 ASSEMBLE_ROWS = 512
 
@@ -80,6 +84,17 @@ def split_rows(row_starts: Sequence[int], height: int, parts: int) -> list[tuple
     cuts = sorted({round(i * n / k) for i in range(k)})
     edges = [0 if i == 0 else int(row_starts[c]) for i, c in enumerate(cuts)] + [int(height)]
     return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def default_bands(workers: int, chip_rows: int) -> int:
+    """Bands for ``workers`` on a scene of ``chip_rows`` rows of chips.
+
+    Two per worker (a slow or lost worker then delays half as much), but one per worker where
+    that would leave bands under :data:`MIN_BAND_CHIP_ROWS` chip rows (each inner band edge
+    predicts a chip row twice).
+    """
+    two = 2 * workers if chip_rows >= 2 * workers * MIN_BAND_CHIP_ROWS else workers
+    return max(1, min(two, chip_rows))
 
 
 @dataclass(frozen=True)
@@ -268,8 +283,8 @@ def predict_parallel(
             scene and the output folder must be on storage every worker sees).
         client: an existing :class:`distributed.Client` (e.g. ``worker_client()`` inside a
             batch unit) instead of either.
-        row_bands: number of bands (default: two per worker); each inner band edge costs one
-            chip row predicted twice.
+        row_bands: number of bands (default :func:`default_bands`: two per worker, one on
+            small scenes); each inner band edge costs one chip row predicted twice.
         threads: torch threads per worker (default: the cores shared out among local workers).
         size: chip size (default: the model's).
         overlap: chip overlap (default: the model's).
@@ -322,7 +337,8 @@ def predict_parallel(
             # client, which only streams pixels, stays light
             plan = cl.submit(_scene_plan, grid, job.model, size, overlap, pure=False).result()
             job = dataclasses.replace(job, size=plan.size, overlap=plan.overlap, threads=nthreads)
-            parts = split_rows(plan.row_starts, plan.grid.height, row_bands or 2 * n)
+            k = row_bands or default_bands(n, len(plan.row_starts))
+            parts = split_rows(plan.row_starts, plan.grid.height, k)
             report = ParallelReport(
                 scene=str(scene),
                 out=str(paths["classes"]),

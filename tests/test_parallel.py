@@ -133,6 +133,15 @@ def test_split_rows_tiles_the_scene_at_chip_rows(height: int, parts: int) -> Non
     assert all(a in starts for a, _ in bands)
 
 
+def test_default_bands_two_per_worker_unless_the_bands_get_thin() -> None:
+    from geoseg.parallel import MIN_BAND_CHIP_ROWS, default_bands
+
+    assert default_bands(2, 104) == 4  # 20000 rows of 256/32 chips
+    assert default_bands(2, 18) == 2  # 4000 rows: 4 bands would be under 8 chip rows each
+    assert default_bands(2, 4 * MIN_BAND_CHIP_ROWS) == 4
+    assert default_bands(3, 2) == 2 and default_bands(1, 1) == 1
+
+
 # ---- predict(rows=): one band -----------------------------------------------------------------
 def test_predict_rows_is_those_rows_of_the_whole_scene(tmp_path: Path, model: Path) -> None:
     from rasterio.windows import Window

@@ -170,7 +170,7 @@ def _floats(value: str | None, what: str) -> list[float] | None:
     "--row-bands",
     type=click.IntRange(min=1),
     default=None,
-    help="Row bands with --workers/--scheduler (default: two per worker).",
+    help="Row bands with --workers/--scheduler (default: two per worker, one on small scenes).",
 )
 @click.option(
     "--report",

@@ -21,6 +21,7 @@ See ``docs/predict.md`` for how the work is scheduled and why.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import logging
@@ -418,6 +419,7 @@ class StreamingRun:
         tta: str = "none",
         refine: str = "none",
         sink: OrderedWorker[_Inferred] | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.engine = engine
         self.clouds = clouds
@@ -427,7 +429,11 @@ class StreamingRun:
         self.writer = writer
         self.sink = sink
         self.stitcher = ChipStitcher(
-            shape=grid.shape, num_classes=contract.num_classes, overlap=overlap, windows=windows
+            shape=grid.shape,
+            num_classes=contract.num_classes,
+            overlap=overlap,
+            windows=windows,
+            rows=rows,
         )
         self._pending: list[Chip] = []
         self._n_valid = 0
@@ -706,6 +712,9 @@ class _Plan:
     starts: tuple[list[int], list[int]]
     aoi: Any
     opener: Callable[[], Any]
+    #: ``predict(rows=)``: the rows written, and the rows their windows span
+    rows: tuple[int, int] | None = None
+    span: tuple[int, int] | None = None
 
     @property
     def all_windows(self) -> int:
@@ -764,7 +773,7 @@ def _stream(
         tags["GEOSEG_CLOUD_MODEL"] = clouds.plan.name
     writer = PredictionWriter(
         out=outputs.out,
-        grid=p.grid,
+        grid=p.grid if p.rows is None else _rows_grid(p.grid, p.rows),
         classes=fit.contract.classes,
         tags=tags,
         probabilities=outputs.probabilities,
@@ -788,10 +797,11 @@ def _stream(
                     windows=p.windows,
                     overlap=opts.overlap,
                     batch_size=batch,
-                    writer=writer,
+                    writer=writer if p.rows is None else _RowsWriter(writer, p.rows),  # type: ignore[arg-type]
                     clouds=clouds,
                     tta=opts.tta,
                     refine=opts.refine,
+                    rows=p.span,
                 )
                 _drive(run, chips, total=len(p.windows))
                 if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):
@@ -867,6 +877,7 @@ def predict(
     tta: str = "none",
     refine: str = "none",
     precision: Precision = "auto",
+    rows: tuple[int, int] | None = None,
 ) -> PredictReport:
     """Segment ``scene`` with a model into a styled class COG at ``out`` (``docs/predict.md``).
 
@@ -896,6 +907,10 @@ def predict(
         tta: ``none``, ``hflip``, ``flips`` or ``d4`` test-time augmentation (:mod:`geoseg.tta`).
         refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
         precision: torch autocast (:data:`~geoseg.runtime.engines.Precision`).
+        rows: predict only the scene rows ``[start, stop)``: the outputs are on that part of
+            the grid and equal to those rows of the whole-scene outputs, bit for bit (every
+            chip touching them is predicted and blended in the same order). The band of
+            :mod:`geoseg.parallel`; not with ``cloud_mask`` or ``vector``.
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
@@ -915,6 +930,8 @@ def predict(
         scene, contract, default=default, bands=bands, resample=resample, **fit_scaling
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
+    if rows is not None:
+        p = _rows_plan(p, rows, scene, refuse=cloud_mask or cloud_mask_out or vector)
     opts = _RunOptions(size, overlap, batch_size, probability_dtype, overwrite, tta, refine)
     clouds = _open_clouds(
         scene,
@@ -1068,3 +1085,46 @@ def _report(
         model_source=c.source,
         reflectance=refl,
     )
+
+
+# ---- one band of rows (predict(rows=...), for geoseg.parallel) --------------------------------
+def _rows_grid(grid: Grid, rows: tuple[int, int]) -> Grid:
+    return grid.window_grid(Window(0, rows[0], grid.width, rows[1] - rows[0]))
+
+
+def _rows_plan(p: _Plan, rows: tuple[int, int], scene: PathLike, *, refuse: Any) -> _Plan:
+    """The plan restricted to the windows touching ``rows`` (whole-scene weights and order)."""
+    r0, r1 = int(rows[0]), int(rows[1])
+    if refuse:
+        raise ConfigError("rows= predicts a band of a scene; it takes no cloud mask or vector")
+    if not 0 <= r0 < r1 <= p.grid.height:
+        raise ConfigError(f"rows {rows} are not inside the {p.grid.height} rows of {scene}")
+    windows = [w for w in p.windows if w.row_off < r1 and w.row_off + w.height > r0]
+    if not windows:
+        raise EmptyResultError(f"{scene}: no chip touches rows {r0}..{r1}")
+    span = (int(windows[0].row_off), max(int(w.row_off + w.height) for w in windows))
+    return dataclasses.replace(p, windows=windows, rows=(r0, r1), span=span)
+
+
+class _RowsWriter:
+    """The :class:`PredictionWriter` of a band: released rows cropped to the band, shifted."""
+
+    def __init__(self, writer: PredictionWriter, rows: tuple[int, int]) -> None:
+        self.writer, self.rows = writer, rows
+
+    def write(self, band: Band) -> int:
+        a, b = (
+            max(self.rows[0], int(band.window.row_off)),
+            min(self.rows[1], int(band.window.row_off + band.window.height)),
+        )
+        if a >= b:
+            return 0
+        i, j = a - int(band.window.row_off), b - int(band.window.row_off)
+        return self.writer.write(
+            Band(
+                Window(0, a - self.rows[0], band.window.width, b - a),
+                band.probabilities[:, i:j],
+                band.covered[i:j],
+                None if band.valid is None else band.valid[i:j],
+            )
+        )

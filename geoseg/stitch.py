@@ -95,6 +95,7 @@ class RowBandStitcher:
         overlap: chip overlap (for the weights).
         trim: pixels weighted ~0 on inner chip edges (default :func:`default_trim`).
         kind: ramp shape.
+        top: the first row held (rows above it are never added nor released).
     """
 
     def __init__(
@@ -105,14 +106,15 @@ class RowBandStitcher:
         overlap: int,
         trim: int | None = None,
         kind: BlendKind = "hann",
+        top: int = 0,
     ) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
         self.num_classes = num_classes
         self.overlap = overlap
         self.trim = default_trim(overlap) if trim is None else trim
         self.kind: BlendKind = kind
-        self.top = 0  # first row not yet released
-        self.bottom = 0  # one past the lowest row a chip has touched
+        self.top = int(top)  # first row not yet released (rows above it are never held)
+        self.bottom = self.top  # one past the lowest row a chip has touched
         # A ring of rows: scene row r lives at ring row r % capacity. Released rows are zeroed
         # in place and reused, so no array is reallocated or copied once the ring has the
         # height of a band of chips (it grows only when a band needs more rows).
@@ -221,7 +223,10 @@ class ChipStitcher:
     probabilities) or :meth:`skip` (an all-nodata chip, never inferred), in order. Each call
     returns the bands that became final: when the last chip of a row of chips is in, the
     rows above the next row of chips can no longer change. :meth:`finish` returns the rest.
-    Validity (``Band.valid``) is the union of the chips' valid masks.
+    Validity (``Band.valid``) is the union of the chips' valid masks. ``rows``: only the rows
+    ``[start, stop)`` that the windows span are held and released (default: the whole scene),
+    for a part of a scene predicted apart (:mod:`geoseg.parallel`); the weights stay those of
+    the whole scene.
     """
 
     def __init__(
@@ -233,17 +238,18 @@ class ChipStitcher:
         windows: Sequence[Window],
         trim: int | None = None,
         kind: BlendKind = "hann",
+        rows: tuple[int, int] | None = None,
     ) -> None:
+        top, self.height = (0, int(shape[0])) if rows is None else (int(rows[0]), int(rows[1]))
         self.blend = RowBandStitcher(
-            shape=shape, num_classes=num_classes, overlap=overlap, trim=trim, kind=kind
+            shape=shape, num_classes=num_classes, overlap=overlap, trim=trim, kind=kind, top=top
         )
-        self.height = int(shape[0])
-        rows = list(windows_by_row(windows))
-        self.row_starts = [r for r, _ in rows]
-        self._remaining = [len(ws) for _, ws in rows]
+        by_row = list(windows_by_row(windows))
+        self.row_starts = [r for r, _ in by_row]
+        self._remaining = [len(ws) for _, ws in by_row]
         self._row_index = {r: i for i, r in enumerate(self.row_starts)}
         self._done_rows = 0
-        self._valid = _ValidRows(int(shape[1]))
+        self._valid = _ValidRows(int(shape[1]), top)
 
     @property
     def peak_rows(self) -> int:
@@ -292,9 +298,9 @@ class ChipStitcher:
 class _ValidRows:
     """Validity of the rows not yet released (True where a chip saw valid data)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, top: int = 0) -> None:
         self.width = width
-        self.top = 0
+        self.top = top
         self._valid = np.zeros((0, width), dtype=bool)
 
     def add(self, window: Window, valid: np.ndarray) -> None:

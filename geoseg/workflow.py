@@ -73,6 +73,13 @@ class PredictOptions(StrictModel):
         description="DN -> reflectance preset (s2, s2-pre04, landsat-c2-l2...) for reflectance "
         "models and the cloud mask",
     )
+    row_bands: int | None = Field(
+        default=None,
+        gt=0,
+        description="predict each scene in this many row bands spread over the cluster's "
+        "workers (one COG, byte-identical to one process; geoseg.parallel), for a few large "
+        "scenes; not with cloud_mask",
+    )
 
 
 class CloudMaskOptions(StrictModel):
@@ -252,6 +259,16 @@ class Workflow(StrictModel):
                 "cloud_mask runs in the predict stage; for change pairs give each pair "
                 "before_mask/after_mask instead"
             )
+        return v
+
+    @field_validator("cloud_mask", mode="after")
+    @classmethod
+    def _cloud_mask_bands(
+        cls, v: CloudMaskOptions | None, info: ValidationInfo
+    ) -> CloudMaskOptions | None:
+        opts = info.data.get("predict")
+        if v is not None and opts is not None and opts.row_bands:
+            raise ValueError("cloud_mask is not available with predict.row_bands; drop one of them")
         return v
 
     @field_validator("pairs")

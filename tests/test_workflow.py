@@ -77,6 +77,15 @@ def test_default_model() -> None:
             "output: o\nscenes: [a.tif]\nstages: [predict]\npredict: {batch_size: 0}\n",
             r"wf.yaml:4: predict.batch_size",
         ),
+        (
+            "output: o\nscenes: [a.tif]\nstages: [predict]\npredict: {row_bands: 0}\n",
+            r"wf.yaml:4: predict.row_bands",
+        ),
+        (
+            "output: o\nscenes: [a.tif]\nstages: [predict]\npredict: {row_bands: 4}\n"
+            "cloud_mask: auto\n",
+            r"wf.yaml:5: cloud_mask: .*not available with predict.row_bands",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_line(tmp_path: Path, text: str, expected: str) -> None:

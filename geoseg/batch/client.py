@@ -28,9 +28,22 @@ from geoseg.errors import ConfigError
 from geoseg.io.atomic import clean_stale_temporaries
 from geoseg.workflow import Workflow, load_workflow
 
-__all__ = ["BatchReport", "default_workers", "run_workflow"]
+__all__ = ["BatchReport", "dask_client", "default_threads", "default_workers", "run_workflow"]
 
 log = logging.getLogger(__name__)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per local worker: the CPU cores shared out among ``workers``, at least one.
+
+    More would oversubscribe the cores: each worker also runs reader threads (GDAL decodes
+    outside the GIL) and its own main thread.
+    """
+    return max(1, _cores() // max(1, workers))
 
 
 def default_workers(n_units: int) -> int:
@@ -41,11 +54,7 @@ def default_workers(n_units: int) -> int:
 
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n == 0:
-        n = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
+        n = _cores()
     return max(1, min(n, n_units))
 
 
@@ -96,9 +105,14 @@ class BatchReport:
 
 
 @contextlib.contextmanager
-def _client(
-    scheduler: str | None, workers: int, threads: int, dashboard: bool
+def dask_client(
+    scheduler: str | None, workers: int, threads: int, *, dashboard: bool
 ) -> Iterator[tuple[Any, int]]:
+    """``(client, workers)``: an existing scheduler's, or a LocalCluster of ``workers``.
+
+    Local workers are single-task processes with ``threads`` BLAS/OpenMP threads each and
+    glibc's allocator defaults (see below).
+    """
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -141,7 +155,7 @@ def run_workflow(
     *,
     scheduler: str | None = None,
     workers: int | None = None,
-    threads_per_worker: int = 1,
+    threads_per_worker: int | None = None,
     resume: bool = True,
     echo: Callable[[str], None] | None = None,
     runner: StageRunner | None = None,
@@ -154,7 +168,8 @@ def run_workflow(
             local cluster of ``workers`` single-threaded processes is started.
         workers: number of local workers (default: one per GPU, else one per CPU core, at most
             one per unit).
-        threads_per_worker: torch threads in each worker.
+        threads_per_worker: torch threads in each worker (default: the CPU cores shared out
+            among the local workers, :func:`default_threads`; 1 on an existing cluster).
         resume: skip units already done (inputs and options unchanged, output checksums
             verified); ``False`` recomputes every unit.
         echo: called with one-line messages for the user (the dashboard link).
@@ -179,12 +194,13 @@ def run_workflow(
         n = workers or default_workers(len(todo))
         if n < 1:
             raise ConfigError(f"--workers must be at least 1, got {n}")
-        with _client(scheduler, n, threads_per_worker, dashboard=True) as (client, n_workers):
+        threads = threads_per_worker or (1 if scheduler else default_threads(n))
+        with dask_client(scheduler, n, threads, dashboard=True) as (client, n_workers):
             report.workers = n_workers
             report.dashboard = getattr(client, "dashboard_link", None)
             if report.dashboard:
                 say(f"Dask dashboard: {report.dashboard}")
-            _run_units(client, todo, wf, manifest, prints, threads_per_worker, runner)
+            _run_units(client, todo, wf, manifest, prints, threads, runner)
     for u in todo:
         rec = manifest.units[u.id]
         if rec.get("status") == "done":

@@ -58,16 +58,19 @@ class StageResult:
 #: ``runner(unit, workflow, staging_folder, device=, threads=) -> StageResult``: the stages.
 StageRunner = Callable[..., StageResult]
 
-_BUNDLES: dict[tuple[str, int, int], Any] = {}
-
 
 class ModelNotFound(GeosegError, FileNotFoundError):
     """The workflow's model file does not exist."""
 
 
-def _bundle(path: Path) -> Any:
-    """The model bundle at ``path``, loaded once per worker process."""
-    from geoseg.bundle import ModelBundle
+def _classes(path: Path) -> ClassMap:
+    """The classes of the model bundle at ``path``; the bundle is read once per worker process.
+
+    (:mod:`geoseg.runtime.sources` keeps the bundles a process read, keyed by path, size and
+    mtime; predict then takes the path, so the outputs' provenance is that of ``geoseg
+    predict --model PATH``.)
+    """
+    from geoseg.runtime import sources
 
     if not path.exists():
         hint = (
@@ -76,12 +79,7 @@ def _bundle(path: Path) -> Any:
             else "check `model:` in the workflow"
         )
         raise ModelNotFound(f"{path}: no such model file; {hint}")
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _BUNDLES:
-        _BUNDLES.clear()
-        _BUNDLES[key] = ModelBundle.load(path)
-    return _BUNDLES[key]
+    return sources.contract_of(path).classes
 
 
 def _report_dict(report: Any) -> Any:
@@ -163,15 +161,20 @@ def _predict_stage(
 ) -> tuple[Path, ClassMap]:
     from geoseg.predict import predict
 
-    bundle = _bundle(workflow.model_path)
+    classes = _classes(workflow.model_path)
     t0 = time.perf_counter()
     raster = folder / f"{unit.id}_classes.tif"
     opts = workflow.predict
     clouds = workflow.cloud_mask
+    if opts.row_bands:
+        preport: Any = _predict_in_bands(unit, workflow, raster, device, threads)
+        res.seconds["predict"] = time.perf_counter() - t0
+        res.reports["predict"] = _report_dict(preport)
+        return raster, classes
     preport = predict(
         unit.inputs[0],
         out=raster,
-        model=bundle,
+        model=workflow.model_path,
         size=opts.size,
         overlap=opts.overlap,
         batch_size=opts.batch_size,
@@ -185,7 +188,37 @@ def _predict_stage(
     )
     res.seconds["predict"] = time.perf_counter() - t0
     res.reports["predict"] = _report_dict(preport)
-    return raster, bundle.classes
+    return raster, classes
+
+
+def _predict_in_bands(
+    unit: Unit, workflow: Workflow, raster: Path, device: str | None, threads: int | None
+) -> Any:
+    """``predict.row_bands``: the scene's bands as tasks on this cluster (:mod:`geoseg.parallel`).
+
+    The unit's task leaves its worker slot while it waits (``worker_client``), so the bands
+    run on every worker, this one included.
+    """
+    from distributed import worker_client
+
+    from geoseg.parallel import predict_parallel
+
+    opts = workflow.predict
+    with worker_client() as client:
+        return predict_parallel(
+            unit.inputs[0],
+            out=raster,
+            model=workflow.model_path,
+            client=client,
+            row_bands=opts.row_bands,
+            threads=threads,
+            size=opts.size,
+            overlap=opts.overlap,
+            batch_size=opts.batch_size,
+            bands=list(opts.bands) if opts.bands else None,
+            reflectance=opts.reflectance,
+            device=device,
+        )
 
 
 def _vectorize_stage(
@@ -321,6 +354,7 @@ def process_unit(
         import torch
 
         torch.set_num_threads(max(1, threads))
+    cpu0 = time.process_time()
     device, worker = _worker_device()
     root = workflow.output
     final = root / UNITS_DIR / unit.id
@@ -364,7 +398,9 @@ def process_unit(
         return rec
     seconds = {k: round(v, 3) for k, v in res.seconds.items()}
     seconds["total"] = round(time.perf_counter() - t0, 3)
+    seconds["cpu"] = round(time.process_time() - cpu0, 3)  # this process, all its threads
     rec.update(
+        model_reads=_model_reads(),
         status="done",
         error=None,
         finished=_now(),
@@ -377,6 +413,13 @@ def process_unit(
         reports=res.reports,
     )
     return rec
+
+
+def _model_reads() -> int:
+    """Model files read by this worker process so far (once per model, see _classes)."""
+    from geoseg.runtime.sources import bundle_reads
+
+    return bundle_reads()
 
 
 def _move_into_place(staging: Path, final: Path) -> None:

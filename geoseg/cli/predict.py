@@ -166,6 +166,26 @@ def _floats(value: str | None, what: str) -> list[float] | None:
     help="Edge-aware refinement of each chip: crf = local mean-field CRF guided by the bands.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Predict the scene in row bands on this many local Dask worker processes; the "
+    "output is byte-identical to one process (geoseg.parallel).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Predict in row bands on an existing Dask cluster (tcp://HOST:8786); scene and "
+    "output on storage every worker sees.",
+)
+@click.option(
+    "--row-bands",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Row bands with --workers/--scheduler (default: two per worker, one on small scenes).",
+)
+@click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False),
@@ -199,6 +219,9 @@ def predict(
     precision: str,
     tta: str,
     refine: str,
+    workers: int | None,
+    scheduler: str | None,
+    row_bands: int | None,
     report_path: str | None,
     as_json: bool,
     overwrite: bool,
@@ -214,12 +237,43 @@ def predict(
       geoseg predict s2_stack.tif --model csmask-6b-l1c --reflectance s2 --resample --out clouds.tif
       geoseg predict s2_stack.tif --model land.pt --cloud-mask --reflectance s2 --out classes.tif --cloud-mask-out clouds.tif
     """
-    from geoseg.predict import predict as run_predict
-
     proba = probabilities
     if proba == AUTO:
         p = Path(out)
         proba = str(p.with_name(p.stem + "_proba.tif"))
+    if workers or scheduler or row_bands:
+        _refuse_in_bands(resample=resample, cloud_mask=cloud_mask or cloud_mask_out or cloud_bands)
+        from geoseg.parallel import predict_parallel
+
+        preport = predict_parallel(
+            scene,
+            out=out,
+            model=model,
+            workers=workers,
+            scheduler=scheduler,
+            row_bands=row_bands,
+            threads=threads,
+            size=size,
+            overlap=overlap,
+            batch_size=batch_size,
+            probabilities=proba,
+            probability_dtype="float16" if probability_dtype == "float16" else "uint8",
+            confidence=confidence,
+            aoi=aoi,
+            vector=vector,
+            bands=_bands(bands),
+            reflectance=reflectance,
+            scale=_floats(scale, "--scale"),
+            offset=_floats(offset, "--offset"),
+            device=device,
+            tta=tta,
+            refine=refine,
+            overwrite=overwrite,
+        )
+        _echo(preport.to_dict(), preport.summary(), report_path, as_json)
+        return
+    from geoseg.predict import predict as run_predict
+
     report = run_predict(
         scene,
         out=out,
@@ -247,7 +301,20 @@ def predict(
         tta=tta,
         refine=refine,
     )
-    d = report.to_dict()
+    _echo(report.to_dict(), report.summary(), report_path, as_json)
+
+
+def _echo(d: dict[str, object], summary: str, report_path: str | None, as_json: bool) -> None:
     if report_path:
         Path(report_path).write_text(json.dumps(d, indent=2) + "\n")
-    click.echo(json.dumps(d, indent=2) if as_json else report.summary())
+    click.echo(json.dumps(d, indent=2) if as_json else summary)
+
+
+def _refuse_in_bands(*, resample: bool, cloud_mask: object) -> None:
+    """Options the band-parallel predict does not take: one line, before any work."""
+    what = "--resample" if resample else "--cloud-mask" if cloud_mask else None
+    if what:
+        raise click.UsageError(
+            f"{what} is not available with --workers/--scheduler/--row-bands; "
+            f"predict in one process (drop --workers), or drop {what}"
+        )

@@ -22,9 +22,8 @@ import click
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Torch threads per worker.",
+    default=None,
+    help="Torch threads per worker (default: the CPU cores shared out among the workers).",
 )
 @click.option(
     "--resume/--no-resume",
@@ -38,7 +37,7 @@ def run_workflow(
     workflow: str,
     scheduler: str | None,
     workers: int | None,
-    threads: int,
+    threads: int | None,
     resume: bool,
 ) -> None:
     """Run a batch WORKFLOW: predict, vectorize and class areas per scene, or change per date pair.

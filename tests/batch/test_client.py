@@ -107,6 +107,13 @@ def test_real_stages_four_scenes_on_a_local_cluster_of_two_workers(
     man = json.loads((out / "manifest.json").read_text())
     workers = {man["units"][u]["worker"] for u in rep.done}
     assert len(workers) >= 1
+    # each worker read the model file once, whatever the number of scenes it ran
+    reads: dict[str, int] = {}
+    for u in rep.done:
+        w = man["units"][u]["worker"]
+        reads[w] = max(reads.get(w, 0), man["units"][u]["model_reads"])
+    assert set(reads.values()) == {1}
+    assert all(man["units"][u]["seconds"]["cpu"] > 0 for u in rep.done)
     for u in rep.done:
         files = sorted(man["units"][u]["outputs"])
         assert f"units/{u}/{u}_classes.tif" in files and f"units/{u}/{u}_classes.gpkg" in files
@@ -182,10 +189,10 @@ def test_killed_run_resumes_to_byte_identical_outputs(tmp_path: Path, bundle_pat
 
 def test_local_workers_keep_glibc_malloc_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     # Dask's MALLOC_TRIM_THRESHOLD_=65536 makes every chip array a fresh mmap (+50 % predict time)
-    from geoseg.batch.client import _client
+    from geoseg.batch.client import dask_client
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with _client(None, 1, 2, False) as (client, n):
+    with dask_client(None, 1, 2, dashboard=False) as (client, n):
         envs = list(client.run(_worker_env).values())
     assert n == 1
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "2"}]
@@ -213,3 +220,27 @@ def test_shipped_landcover_workflow_runs(tmp_path: Path, sample_cache: Path) -> 
     # true areas (geoseg.area), the same hectares vectorize, change and evaluate report
     assert sum(float(r["area_ha"]) for r in rows) == pytest.approx(px_ha[mask].sum(), rel=1e-6)
     assert (classes_tif.with_suffix(".gpkg")).exists()
+
+
+def test_row_bands_spread_one_scene_and_give_the_predict_bytes(
+    tmp_path: Path, bundle_path: Path
+) -> None:
+    from geoseg.predict import predict
+
+    (scene,) = make_scenes(tmp_path / "scenes", 1, size=150)
+    wf_path = write_workflow(
+        tmp_path / "wf.yaml",
+        output="out",
+        model=str(bundle_path),
+        scenes=["scenes/*.tif"],
+        stages=["predict", "areas"],
+        predict={"row_bands": 3},
+    )
+    rep = run_workflow(wf_path, workers=2)
+    assert rep.ok, rep.failed
+    (uid,) = rep.done
+    predict(scene, out=tmp_path / "ref.tif", model=bundle_path)
+    got = tmp_path / "out" / "units" / uid / f"{uid}_classes.tif"
+    assert got.read_bytes() == (tmp_path / "ref.tif").read_bytes()
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(man["units"][uid]["reports"]["predict"]["bands"]) == 3

@@ -191,3 +191,27 @@ def test_predict_cli_cloud_mask(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, [*args, "--overwrite", "--cloud-mask", "--cloud-bands", "1,2,3"])
     assert res.exit_code == 1 and "--cloud-bands gives 3" in res.output
     assert "Traceback" not in res.output
+
+
+def test_predict_cli_workers_gives_the_single_process_bytes(tmp_path: Path) -> None:
+    scene, model = _setup(tmp_path)
+    outs = {}
+    for name, extra in (("one", []), ("par", ["--workers", "2", "--row-bands", "2", "--json"])):
+        out = tmp_path / name / "c.tif"
+        args = ["predict", str(scene), "--model", str(model), "--out", str(out), "--confidence"]
+        res = CliRunner().invoke(cli, args + extra)
+        assert res.exit_code == 0, res.output
+        outs[name] = {p.name: p.read_bytes() for p in sorted(out.parent.iterdir())}
+    assert outs["par"] == outs["one"]
+    assert sorted(outs["par"]) == ["c.qml", "c.tif", "c.tif.aux.xml", "c_confidence.tif"]
+    assert json.loads(res.output)["workers"] == 2
+
+
+def test_predict_cli_workers_refuses_what_it_cannot_split(tmp_path: Path) -> None:
+    scene, model = _setup(tmp_path)
+    out = tmp_path / "c.tif"
+    args = ["predict", str(scene), "--model", str(model), "--out", str(out), "--workers", "2"]
+    res = CliRunner().invoke(cli, [*args, "--resample"])
+    assert res.exit_code == 2
+    assert "--resample is not available with --workers" in res.output
+    assert not out.exists()

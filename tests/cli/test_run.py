@@ -53,7 +53,7 @@ def test_options_pass_through_and_failures_exit_1(
     )
     assert res.exit_code == 1
     assert seen["scheduler"] == "tcp://h:8786" and seen["workers"] == 3
-    assert seen["resume"] is False and seen["threads_per_worker"] == 1
+    assert seen["resume"] is False and seen["threads_per_worker"] is None  # cores / workers
     assert "Dask dashboard: http://127.0.0.1:8787/status" in res.output
     assert "wf: 1 done, 1 skipped, 1 failed" in res.output
     assert "FAILED c: c.tif: no such file; check the path" in res.output

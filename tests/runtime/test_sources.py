@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -381,3 +382,31 @@ def test_csmask_without_statistics_is_refused(
         ModelBundleError, match=r"model_6b_l1c.json: the csmask statistics cannot be read"
     ):
         sources.load("csmask-6b-l1c")
+
+
+def test_a_process_reads_a_bundle_and_builds_its_network_once(tmp_path: Path) -> None:
+    def save(seed: int) -> Path:
+        return ModelBundle.random_init(
+            arch="fcn",
+            encoder="mobilenet_v2",
+            bands=("B2", "B3", "B4"),
+            classes=ClassMap.from_names(["a", "b"]),
+            seed=seed,
+            chip_size=64,
+            overlap=16,
+        ).save(tmp_path / "m.pt")
+
+    path = save(0)
+    reads = sources.bundle_reads()
+    c1, b1 = sources.open_model(path)
+    c2, b2 = sources.open_model(path)
+    assert b1 is b2 and sources.bundle_reads() == reads + 1
+    e1 = sources.make_engine(c1, b1, device="cpu", threads=1)
+    assert sources.make_engine(c2, b2, device="cpu", threads=1) is e1
+    assert sources.make_engine(c2, b2, device="cpu", threads=2) is not e1
+
+    os.utime(path, ns=(1, 1))  # a rewritten file (other mtime) is read again
+    _, b3 = sources.open_model(path)
+    assert b3 is not b1 and sources.bundle_reads() == reads + 2
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    assert np.array_equal(e1(x), sources.make_engine(c1, b3, device="cpu", threads=1)(x))

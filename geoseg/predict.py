@@ -51,6 +51,7 @@ from geoseg.grid import Grid, axis_starts, check_chip_size, plan_windows
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
 from geoseg.io.raster import band_validity, open_raster
+from geoseg.io.scene import scene_source
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
 from geoseg.runtime import sources
@@ -577,20 +578,37 @@ def _area_km2(grid: Grid) -> float:
 
 # ---- the whole path ---------------------------------------------------------------------------
 def _opener(scene: PathLike, resample_to: tuple[float, float] | None) -> Callable[[], Any]:
+    """Opens ``scene`` (a raster, or the VRT of a :class:`~geoseg.io.scene.StackedScene`).
+
+    With ``resample_to``, a bilinear WarpedVRT at that pixel size: on the scene's CRS and
+    extent, or for a geographic scene on the UTM zone of its centre covering the whole scene
+    (:func:`geoseg.io.scene.resample_grid`), outside the scene's footprint masked. A stacked
+    scene on a projected CRS is instead stacked again onto the model's grid, so each band file
+    is resampled once (and GDAL's warper does not read a multi-file VRT: many times slower).
+    """
+    from geoseg.io.scene import StackedScene, resample_grid
+
+    if resample_to is not None and isinstance(scene, StackedScene):
+        grid = resample_grid(scene.scene.grid, resample_to, path=scene)
+        if grid.crs == scene.scene.grid.crs:  # each band file resampled once, not twice
+            scene, resample_to = scene.on_grid(grid), None
+
     def open_ds() -> Any:
         ds = rasterio.open(scene)
         if resample_to is None:
             return ds
         from rasterio.vrt import WarpedVRT
 
-        g = Grid.from_bounds(tuple(ds.bounds), resample_to, ds.crs)
+        g = resample_grid(Grid.from_dataset(ds), resample_to, path=scene)
+        warped = g.crs != ds.crs and any(v is None for v in ds.nodatavals)
         return WarpedVRT(
             ds,
-            crs=ds.crs,
+            crs=g.crs,
             transform=g.transform,
             width=g.width,
             height=g.height,
             resampling=Resampling.bilinear,
+            add_alpha=warped,  # no nodata value to mark where the warped footprint ends
         )
 
     return open_ds
@@ -810,7 +828,8 @@ def predict(
     """Segment ``scene`` with a model into a styled class COG at ``out``.
 
     Args:
-        scene: input raster (any GDAL raster).
+        scene: input raster (any GDAL raster), a folder of band files or a STAC Item /
+            ItemCollection JSON (:mod:`geoseg.io.scene`).
         out: output class raster (``.tif``): a tiled DEFLATE COG on the scene's grid
             (the model-resolution grid with ``resample``), 255 where the scene is nodata or
             outside the AOI, colour table, class names, provenance tags, ``.qml`` beside it.
@@ -826,8 +845,10 @@ def predict(
         aoi: GeoJSON/GPKG polygons (any CRS): only chips touching them are predicted and
             pixels outside them are nodata.
         vector: also polygonize the classes into this file (``geoseg.vectorize``).
-        bands: scene bands for the model's bands, by name or 1-based index.
-        resample: warp the scene on the fly to the model's resolution.
+        bands: scene bands for the model's bands, by name or 1-based index (STAC: asset
+            keys or common names).
+        resample: warp the scene on the fly to the model's resolution (a geographic scene:
+            onto the UTM zone of its centre).
         reflectance: DN -> reflectance preset for reflectance models (``s2``, ``s2-pre04``,
             ``landsat-c2-l2``, ...; :data:`geoseg.runtime.contract.REFLECTANCE_PRESETS`).
         scale: DN -> reflectance scale (one, or one per model band); default: the scene's.
@@ -863,6 +884,9 @@ def predict(
     )
     contract, bundle = sources.open_model(model)
     size, overlap = _chip_size(contract, size, overlap)
+    scene, bands = scene_source(  # a folder of band files or STAC: one VRT of the bands
+        scene, bands=bands, model_bands=contract.bands, common_names=contract.common_names
+    )
     scaling = {"reflectance": reflectance, "scale": scale, "offset": offset}
     raw_main = cloud_mask is not None and contract.input == "raw"
     fit = _fit_scene(

@@ -34,7 +34,7 @@ def _floats(value: str | None, what: str) -> list[float] | None:
 
 
 @click.command()
-@click.argument("scene", type=click.Path(dir_okay=False))
+@click.argument("scene", type=click.Path())
 @click.option(
     "--model",
     "-m",

@@ -81,8 +81,8 @@ class SceneBand:
     """One band of a scene: file, band index in that file (1-based), name and nodata value.
 
     ``path`` is a local path or a GDAL path (``/vsicurl/https://...`` for a remote STAC
-    asset). STAC bands also carry their ``eo`` common name, the ``raster:bands`` scale and
-    offset, and ``mosaic``: the same band in the further items of an ItemCollection (drawn
+    asset). STAC bands also carry their ``eo`` common name and band name (``B02`` of the
+    asset ``blue``), the ``raster:bands`` scale and offset, and ``mosaic``: the same band in the further items of an ItemCollection (drawn
     over ``path`` in order, where they have data).
     """
 
@@ -91,6 +91,7 @@ class SceneBand:
     name: str
     nodata: float | None = None
     common_name: str | None = None
+    band_name: str | None = None
     scale: float | None = None
     offset: float | None = None
     mosaic: tuple[Path | str, ...] = ()
@@ -195,11 +196,12 @@ def scene_bands(path: PathLike) -> list[SceneBand]:
 
 # ---- band selection ---------------------------------------------------------------------------
 def _matches(available: Sequence[SceneBand], sel: str) -> list[SceneBand]:
-    """Bands named ``sel`` (case-insensitive): by name first, then by common name."""
+    """Bands named ``sel`` (case-insensitive): by name, then ``eo`` band name, then common name."""
     key = sel.strip().lower()
-    by_name = [b for b in available if b.name.lower() == key]
-    if by_name:
-        return by_name
+    for attr in ("name", "band_name"):
+        found = [b for b in available if (getattr(b, attr) or "").lower() == key]
+        if found:
+            return found
     by_common = [b for b in available if (b.common_name or "").lower() == key]
     single = [b for b in by_common if _band_count(available, b) == 1]
     return single or by_common

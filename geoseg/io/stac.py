@@ -170,6 +170,7 @@ def _item_bands(item: dict[str, Any], base: PathLike) -> dict[str, SceneBand]:
                 name=name,
                 nodata=_float(info["nodata"]),
                 common_name=info["common_name"],
+                band_name=info["name"],
                 scale=_float(info["scale"]),
                 offset=_float(info["offset"]),
             )

@@ -33,6 +33,7 @@ def item(
     assets: Mapping[str, Path | str],
     *,
     common_names: Mapping[str, str] | None = None,
+    band_names: Mapping[str, str] | None = None,
     datetime: str = "2017-02-16T10:21:01Z",
     epsg: int | None = None,
     scale: float | None = None,
@@ -41,7 +42,10 @@ def item(
     relative_to: Path | None = None,
     extra_assets: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A STAC 1.0 Item: one single-band data asset per key (eo:bands, raster:bands)."""
+    """A STAC 1.0 Item: one single-band data asset per key (eo:bands, raster:bands).
+
+    ``eo:bands`` gives each asset's band name (``band_names``, default: the key) and common name.
+    """
     out_assets: dict[str, Any] = {}
     for key, href in assets.items():
         raster: dict[str, Any] = {}
@@ -57,7 +61,12 @@ def item(
             "href": href_s,
             "type": "image/jp2" if suffix == ".jp2" else "image/tiff; application=geotiff",
             "roles": ["data"],
-            "eo:bands": [{"name": key, "common_name": (common_names or {}).get(key)}],
+            "eo:bands": [
+                {
+                    "name": (band_names or {}).get(key, key),
+                    "common_name": (common_names or {}).get(key),
+                }
+            ],
         }
         if raster:
             asset["raster:bands"] = [raster]

@@ -92,6 +92,9 @@ PathLike = str | os.PathLike[str]
 PROBABILITY_SCALE_UINT8 = 100.0
 #: GDAL block cache while predicting: bounded, so memory does not grow with the scene.
 GDAL_CACHE_MB = 256
+#: rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not megabytes
+#: (``Env(GDAL_CACHEMAX=256)`` is a 256-byte cache, and every chip decodes its blocks again).
+GDAL_CACHE_BYTES = GDAL_CACHE_MB * 1024 * 1024
 #: Reader threads: enough to keep one model fed; GDAL decodes outside the GIL.
 READ_WORKERS = 2
 
@@ -584,7 +587,7 @@ def _opener(scene: PathLike, resample_to: tuple[float, float] | None) -> Callabl
     extent, or for a geographic scene on the UTM zone of its centre covering the whole scene
     (:func:`geoseg.io.scene.resample_grid`), outside the scene's footprint masked. A stacked
     scene on a projected CRS is instead stacked again onto the model's grid, so each band file
-    is resampled once (and GDAL's warper does not read a multi-file VRT: many times slower).
+    is resampled once (bilinear from its own resolution), not twice.
     """
     from geoseg.io.scene import StackedScene, resample_grid
 
@@ -770,7 +773,7 @@ def _stream(
     )
     indexes = clouds.read_indexes if clouds is not None else fit.indexes
     reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=p.starts)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.closing(reader):
         with writer, clouds or contextlib.nullcontext():
             run = StreamingRun(
                 engine=engine,

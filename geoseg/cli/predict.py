@@ -191,6 +191,8 @@ def predict(
 ) -> None:
     """Segment SCENE into a class COG on the scene's grid, seam-free (blended overlapping chips).
 
+    SCENE is a raster, a folder of band files or a STAC item / ItemCollection JSON (docs/stac.md).
+
     Writes OUT (tiled DEFLATE COG, colour table, class names, .qml; 255 = nodata) and prints
     per-stage seconds, Mpx/s and km2/h.
 

@@ -138,3 +138,22 @@ def test_resample_grid_keeps_a_projected_grid() -> None:
     assert resample_grid(g, (30.0, 30.0), path="x") == Grid.from_bounds(
         tuple(g.bounds), 30.0, g.crs
     )
+
+
+def test_a_stac_item_opens_as_the_folder_of_its_band_files(tmp_path: Path) -> None:
+    """One way to open a scene: the item over the folder's files = the folder (tile, train)."""
+    import pickle
+
+    from tests.data.stac import item, write_json
+
+    folder = band_folder(tmp_path / "bands")
+    files = {f.stem.split("_")[-1]: f for f in sorted(folder.glob("*.tif"))}
+    stac = write_json(tmp_path / "item.json", item("it", files))
+    a, b = open_scene(folder), open_scene(stac)
+    assert a.grid == b.grid and a.band_names == b.band_names and a.dtype == b.dtype
+    sa, _ = scene_source(folder)
+    sb, _ = scene_source(stac)
+    with rasterio.open(sa) as da, rasterio.open(sb) as db:
+        np.testing.assert_array_equal(da.read(), db.read())
+    again = pickle.loads(pickle.dumps(sb))  # travels to Dask workers
+    assert again == sb and str(again) == str(stac)

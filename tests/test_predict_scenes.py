@@ -199,3 +199,22 @@ def test_workflow_scene_may_be_a_stac_item(tmp_path: Path) -> None:
     assert unit.id == "S2_item"
     assert res.reports["predict"]["scene"] == str(stac)
     assert sum(r["pixels"] for r in res.areas) == 90 * 170 - 3 * 170
+
+
+def test_resample_warps_a_geographic_band_folder_to_utm(tmp_path: Path) -> None:
+    """A folder of geographic band files: stacked, then warped onto UTM like one raster."""
+    scene = _geographic_scene(tmp_path)
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    with rasterio.open(scene) as ds:
+        for k, name in enumerate(BANDS, start=1):
+            write_raster(
+                folder / f"x_{name}.tif", ds.read(k), crs=ds.crs, transform=ds.transform, nodata=0
+            )
+    bundle = tiny_bundle()
+    predict(scene, out=tmp_path / "one.tif", model=bundle, resample=True)
+    predict(folder, out=tmp_path / "folder.tif", model=bundle, resample=True)
+    a, ga = _classes(tmp_path / "one.tif")
+    b, gb = _classes(tmp_path / "folder.tif")
+    assert ga == gb and ga.crs.to_epsg() == 32633
+    np.testing.assert_array_equal(a, b)

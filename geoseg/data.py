@@ -200,19 +200,21 @@ class SceneData:
         self.split = split
         self._tmp = tempfile.TemporaryDirectory(prefix="geoseg-train-") if workdir is None else None
         self.workdir = Path(self._tmp.name) if self._tmp else Path(workdir)  # type: ignore[arg-type]
-        self.scenes = [Path(s) for s in scenes]
+        #: the scenes as given (folders of band files and STAC JSON too), for messages
+        self.sources = [Path(s) for s in scenes]
+        self.scenes = [self._scene_file(i, s) for i, s in enumerate(self.sources)]
         self.grids: list[Grid] = []
         bands: tuple[str, ...] | None = None
         self.nodata: list[float | None] = []
         self.dtype = "float32"
-        for s in self.scenes:
+        for s, src in zip(self.scenes, self.sources, strict=True):
             with open_raster(s) as ds:
                 grid = Grid.from_dataset(ds)
-                check_grid(grid, s)
-                b = _band_names(ds, s)
+                check_grid(grid, src)
+                b = _band_names(ds, src)
                 if bands is not None and len(b) != len(bands):
                     raise BandMismatchError(
-                        f"{s}: has {len(b)} bands but {self.scenes[0]} has {len(bands)}; "
+                        f"{src}: has {len(b)} bands but {self.sources[0]} has {len(bands)}; "
                         "train on scenes with the same bands"
                     )
                 bands = bands or b
@@ -229,6 +231,17 @@ class SceneData:
         if self.classes is None:  # pragma: no cover - _write_mask always sets it
             raise LabelError(f"{self.scenes[0]}: no classes found in the labels")
         self._datasets = [self._dataset(i) for i in range(len(self.scenes))]
+
+    def _scene_file(self, i: int, scene: Path) -> Path:
+        """``scene``, or for a folder of band files / STAC JSON its VRT stack in the workdir."""
+        from geoseg.io.scene import StackedScene, scene_source
+
+        source, _ = scene_source(scene)
+        if not isinstance(source, StackedScene):
+            return scene
+        vrt = self.workdir / f"scene_{i}.vrt"
+        vrt.write_text(source.vrt, encoding="utf-8")
+        return vrt
 
     def _write_mask(
         self, i: int, scene: Path, label_paths: list[Path], class_column: str | None

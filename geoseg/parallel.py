@@ -412,8 +412,15 @@ def _scene_grid(scene: PathLike) -> Grid:
     """The grid of ``scene`` (one-line errors for what cannot be read)."""
     from geoseg.grid import Grid
     from geoseg.io.raster import open_raster
+    from geoseg.io.scene import is_stac, scene_source
 
-    with open_raster(scene) as ds:
+    if is_stac(scene):  # its grid depends on the bands the model picks (on a worker)
+        raise ConfigError(
+            f"{scene}: --workers takes a raster or a folder of band files, not STAC JSON; "
+            "predict the STAC scene without --workers, or stack its bands into a GeoTIFF first"
+        )
+    src, _ = scene_source(scene)  # a folder of band files: one VRT of its bands
+    with open_raster(src) as ds:
         return Grid.from_dataset(ds)
 
 

@@ -51,6 +51,7 @@ from geoseg.grid import Grid, axis_starts, check_chip_size, plan_windows
 from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
 from geoseg.io.raster import band_validity, open_raster
+from geoseg.io.scene import scene_source
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
 from geoseg.pipeline import OrderedWorker, ReadAhead, default_batch_size
@@ -92,6 +93,9 @@ PathLike = str | os.PathLike[str]
 PROBABILITY_SCALE_UINT8 = 100.0
 #: GDAL block cache while predicting: bounded, so memory does not grow with the scene.
 GDAL_CACHE_MB = 256
+#: rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not megabytes
+#: (``Env(GDAL_CACHEMAX=256)`` is a 256-byte cache, and every chip decodes its blocks again).
+GDAL_CACHE_BYTES = GDAL_CACHE_MB * 1024 * 1024
 #: Reader threads: enough to keep one model fed; GDAL decodes outside the GIL.
 READ_WORKERS = 2
 
@@ -607,20 +611,37 @@ def _area_km2(grid: Grid) -> float:
 
 # ---- the whole path ---------------------------------------------------------------------------
 def _opener(scene: PathLike, resample_to: tuple[float, float] | None) -> Callable[[], Any]:
+    """Opens ``scene`` (a raster, or the VRT of a :class:`~geoseg.io.scene.StackedScene`).
+
+    With ``resample_to``, a bilinear WarpedVRT at that pixel size: on the scene's CRS and
+    extent, or for a geographic scene on the UTM zone of its centre covering the whole scene
+    (:func:`geoseg.io.scene.resample_grid`), outside the scene's footprint masked. A stacked
+    scene on a projected CRS is instead stacked again onto the model's grid, so each band file
+    is resampled once (bilinear from its own resolution), not twice.
+    """
+    from geoseg.io.scene import StackedScene, resample_grid
+
+    if resample_to is not None and isinstance(scene, StackedScene):
+        grid = resample_grid(scene.scene.grid, resample_to, path=scene)
+        if grid.crs == scene.scene.grid.crs:  # each band file resampled once, not twice
+            scene, resample_to = scene.on_grid(grid), None
+
     def open_ds() -> Any:
         ds = rasterio.open(scene)
         if resample_to is None:
             return ds
         from rasterio.vrt import WarpedVRT
 
-        g = Grid.from_bounds(tuple(ds.bounds), resample_to, ds.crs)
+        g = resample_grid(Grid.from_dataset(ds), resample_to, path=scene)
+        warped = g.crs != ds.crs and any(v is None for v in ds.nodatavals)
         return WarpedVRT(
             ds,
-            crs=ds.crs,
+            crs=g.crs,
             transform=g.transform,
             width=g.width,
             height=g.height,
             resampling=Resampling.bilinear,
+            add_alpha=warped,  # no nodata value to mark where the warped footprint ends
         )
 
     return open_ds
@@ -784,7 +805,7 @@ def _stream(
     indexes = clouds.read_indexes if clouds is not None else fit.indexes
     reader = ChipReader(p.opener, indexes=indexes, grid=p.grid, aoi=p.aoi, starts=p.starts)
     first = opts.batch_size or default_batch_size(opts.size * opts.size)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.closing(reader):
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.closing(reader):
         with ReadAhead(reader.read, p.windows, workers=READ_WORKERS, ahead=2 * first) as chips:
             engine = make_engine()  # while the first chips are read
             batch = opts.batch_size or auto_batch_size(engine, fit.contract, opts.size)
@@ -882,7 +903,7 @@ def predict(
     """Segment ``scene`` with a model into a styled class COG at ``out`` (``docs/predict.md``).
 
     Args:
-        scene: input raster (any GDAL raster).
+        scene: a raster, a folder of band files or STAC Item/ItemCollection JSON (``io.scene``).
         out: class COG (``.tif``) on the scene's grid, 255 nodata, colour table, ``.qml``.
         model: a bundle, an ``.onnx`` file or a ``geoseg models`` name; ``None``: the default.
         size: chip size (default: the model's).
@@ -893,8 +914,8 @@ def predict(
         confidence: also write the top-class probability (last probabilities band or a COG).
         aoi: GeoJSON/GPKG polygons (any CRS): predict only there; nodata outside.
         vector: also polygonize the classes into this file (``geoseg.vectorize``).
-        bands: scene bands for the model's bands, by name or 1-based index.
-        resample: warp the scene on the fly to the model's resolution (the output grid).
+        bands: scene bands for the model's bands: names (STAC: asset keys, common names) or 1-based.
+        resample: warp to the model's resolution (geographic scenes: onto the UTM of the centre).
         reflectance: DN -> reflectance preset (:data:`~geoseg.runtime.contract.REFLECTANCE_PRESETS`).
         scale: DN -> reflectance scale (one, or one per model band); default: the scene's.
         offset: DN -> reflectance offset (with ``scale``).
@@ -923,6 +944,9 @@ def predict(
     )
     contract, bundle = sources.open_model(model)
     size, overlap = _chip_size(contract, size, overlap)
+    scene, bands = scene_source(  # a folder of band files or STAC: one VRT of the bands
+        scene, bands=bands, model_bands=contract.bands, common_names=contract.common_names
+    )
     scaling = {"reflectance": reflectance, "scale": scale, "offset": offset}
     fit_scaling = {} if cloud_mask is not None and contract.input == "raw" else scaling
     default = model is None or str(model) == sources.DEFAULT_MODEL

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -66,22 +65,19 @@ from geoseg.blocks import (
 )
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.errors import (
-    BandMismatchError,
     ChipSizeError,
     EmptyResultError,
     GridError,
     InputFileNotFoundError,
     OutputExistsError,
     OutputWriteError,
-    RasterReadError,
 )
 from geoseg.grid import Grid, check_chip_size, plan_windows
 from geoseg.io.atomic import atomic_outputs, temporary_path
-from geoseg.io.raster import check_grid, open_raster
+from geoseg.io.raster import open_raster
+from geoseg.io.scene import Scene, SceneBand, open_scene
 from geoseg.labels import (
-    RASTER_SUFFIXES,
     LabelSource,
-    class_names_from_stems,
     load_labels,
     read_on_grid,
 )
@@ -107,162 +103,7 @@ REPORT_NAME = "tile_report.json"
 _OUTPUTS = ("images", "masks", "index.gpkg", "classes.yaml", REPORT_NAME)
 
 
-# ---- scenes -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SceneBand:
-    """One band of a scene: file, band index in that file (1-based), name and nodata value."""
-
-    path: Path
-    index: int
-    name: str
-    nodata: float | None = None
-
-
-@dataclass(frozen=True)
-class Scene:
-    """A scene: selected bands (possibly from several files) on one target grid.
-
-    ``nodata`` is the value chips carry as nodata: the bands' common nodata value, NaN for a
-    float scene without one, None where the bands have none (or different ones).
-    """
-
-    name: str
-    path: Path
-    bands: tuple[SceneBand, ...]
-    grid: Grid
-    dtype: str
-    nodata: float | None = None
-
-    @property
-    def band_names(self) -> list[str]:
-        """Band descriptions, in output order."""
-        return [b.name for b in self.bands]
-
-
-def _scene_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(
-            p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()
-        )
-        if not files:
-            raise RasterReadError(
-                f"{path}: folder holds no raster files ({', '.join(sorted(RASTER_SUFFIXES))}); "
-                "give a raster file or a folder of band files"
-            )
-        return files
-    if not path.exists():
-        raise InputFileNotFoundError(f"{path}: no such scene file or folder; check the path")
-    return [path]
-
-
-def open_scene(
-    path: PathLike,
-    *,
-    bands: Sequence[int | str] | None = None,
-    resolution: float | None = None,
-) -> Scene:
-    """Describe a scene: its bands (selected by 1-based index or name) and target grid.
-
-    Args:
-        path: a raster file, or a folder of rasters stacked as bands (file-name order).
-        bands: band indices (1-based, over all bands of the scene) or names
-            (band descriptions, case-insensitive); all bands when None.
-        resolution: pixel size of the target grid in CRS units; the finest band's
-            resolution when None.
-
-    Raises:
-        InputFileNotFoundError, RasterReadError, GridError, BandMismatchError.
-    """
-    p = Path(path)
-    files = _scene_files(p)
-    all_bands: list[SceneBand] = []
-    grids: dict[Path, Grid] = {}
-    dtypes: dict[Path, list[str]] = {}
-    for f in files:
-        with open_raster(f) as ds:
-            g = Grid.from_dataset(ds)
-            check_grid(g, f)
-            grids[f] = g
-            dtypes[f] = list(ds.dtypes)
-            descs = list(ds.descriptions)
-            for i in range(1, ds.count + 1):
-                all_bands.append(SceneBand(f, i, descs[i - 1] or "", ds.nodatavals[i - 1]))
-    if len(files) > 1:  # a folder of band files: unnamed bands are named after their files
-        stems = dict(zip(files, class_names_from_stems([f.stem for f in files]), strict=True))
-        all_bands = [
-            b if b.name else SceneBand(b.path, b.index, stems[b.path], b.nodata) for b in all_bands
-        ]
-    all_bands = [
-        b if b.name else SceneBand(b.path, b.index, f"band_{k}", b.nodata)
-        for k, b in enumerate(all_bands, start=1)
-    ]
-    selected = _select_bands(all_bands, bands, p)
-    used = {b.path for b in selected}
-    finest = min(used, key=lambda f: (grids[f].resolution[0], files.index(f)))
-    base = grids[finest]
-    if len({grids[f].crs for f in used}) > 1:
-        raise GridError(
-            f"{p}: band files are in different CRSs; warp them to one CRS first (gdalwarp -t_srs)"
-        )
-    if resolution is None:
-        grid = base
-    else:
-        if resolution <= 0:
-            raise GridError(f"resolution must be positive, got {resolution}; e.g. --resolution 10")
-        grid = Grid.from_bounds(tuple(base.bounds), resolution, base.crs)
-    dtype = np.result_type(*(dtypes[b.path][b.index - 1] for b in selected)).name
-    name = p.stem if p.is_file() else p.name
-    return Scene(
-        name=name,
-        path=p,
-        bands=tuple(selected),
-        grid=grid,
-        dtype=dtype,
-        nodata=_chip_nodata(selected, dtype),
-    )
-
-
-def _chip_nodata(bands: Sequence[SceneBand], dtype: str) -> float | None:
-    """The bands' common nodata value; NaN for a float scene without one; else None."""
-    values = {("nan" if b.nodata is not None and math.isnan(b.nodata) else b.nodata) for b in bands}
-    if len(values) == 1:
-        (value,) = values
-        if value == "nan":
-            return float("nan")
-        if value is not None:
-            return float(value)
-    if values == {None} and np.dtype(dtype).kind == "f":
-        return float("nan")
-    return None
-
-
-def _select_bands(
-    available: list[SceneBand], bands: Sequence[int | str] | None, path: Path
-) -> list[SceneBand]:
-    if not bands:
-        return available
-    names = [b.name for b in available]
-    out: list[SceneBand] = []
-    for sel in bands:
-        if isinstance(sel, int) or (isinstance(sel, str) and sel.strip().isdigit()):
-            k = int(sel)
-            if not 1 <= k <= len(available):
-                raise BandMismatchError(
-                    f"{path}: band {k} does not exist (the scene has {len(available)} bands: "
-                    f"{', '.join(names)}); bands are numbered from 1"
-                )
-            out.append(available[k - 1])
-            continue
-        matches = [b for b in available if b.name.lower() == str(sel).strip().lower()]
-        if len(matches) != 1:
-            raise BandMismatchError(
-                f"{path}: no band named {sel!r}; available: {', '.join(names)}; "
-                "select bands by name or 1-based index"
-            )
-        out.append(matches[0])
-    return out
-
-
+# ---- scenes (geoseg.io.scene: one way to open a scene for tile, train and predict) ----------
 class _SceneReader:
     """Open datasets of a scene; reads the selected bands over a chip grid."""
 
@@ -544,6 +385,11 @@ def _open_scenes(
 ) -> list[Scene]:
     opened = [open_scene(s, bands=bands, resolution=resolution) for s in scenes]
     for sc in opened:
+        if any(b.mosaic for b in sc.bands):
+            raise GridError(
+                f"{sc.path}: a STAC collection of several items; tile them one item at a time "
+                "(give each item as its own scene)"
+            )
         source.require_overlap(sc.grid, scene=str(sc.path))
         if min(sc.grid.shape) < size:
             raise ChipSizeError(

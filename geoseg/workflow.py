@@ -65,8 +65,10 @@ class PredictOptions(StrictModel):
     size: int | None = Field(default=None, gt=0, description="chip size in pixels")
     overlap: int | None = Field(default=None, ge=0, description="chip overlap in pixels")
     batch_size: int = Field(default=8, gt=0)
-    bands: tuple[int, ...] | None = Field(
-        default=None, description="1-based band indexes of the scene to feed the model"
+    bands: tuple[int | str, ...] | None = Field(
+        default=None,
+        description="scene bands to feed the model: 1-based indexes or names (band "
+        "descriptions; STAC asset keys or common names)",
     )
     reflectance: str | None = Field(
         default=None,

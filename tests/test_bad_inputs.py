@@ -927,6 +927,101 @@ CASES: list[Case] = [
         lambda: ["run", str(IN / "nowhere.yaml")],
         ("in/nowhere.yaml",),
     ),
+    # ---- scene inputs: folders of band files, STAC, geographic (issues 18, 19; i18s) ----------
+    Case(
+        "predict-band-folder",
+        "predict",
+        "a folder of band files (one file per band) must work",
+        lambda: _predict(bi.band_folder(IN)),
+        ok=True,
+        outputs=("out/classes.tif",),
+    ),
+    Case(
+        "predict-band-folder-empty",
+        "predict",
+        "a scene folder without raster files",
+        lambda: _predict(_folder(IN / "bands")),
+        ("in/bands", "no raster files"),
+    ),
+    Case(
+        "train-scene-band-folder-empty",
+        "train",
+        "train --scene names a folder without raster files",
+        lambda: [
+            "train",
+            "--scene",
+            str(_folder(IN / "bands")),
+            "--labels",
+            str(bi.vector(IN)),
+            "--out",
+            str(OUT / "model.pt"),
+        ],
+        ("in/bands", "no raster files"),
+    ),
+    Case(
+        "predict-stac-item",
+        "predict",
+        "a STAC item JSON over local GeoTIFFs must work",
+        lambda: _predict(bi.stac_item(IN)),
+        ok=True,
+        outputs=("out/classes.tif",),
+    ),
+    Case(
+        "predict-stac-missing-band",
+        "predict",
+        "a STAC item without an asset for one of the model's bands",
+        lambda: _predict(bi.stac_item(IN, bands=("B2", "B3"))),
+        ("in/item.json", "B4", "--bands"),
+    ),
+    Case(
+        "predict-stac-mixed-crs",
+        "predict",
+        "a STAC ItemCollection whose items are in two CRSs",
+        lambda: _predict(
+            bi.stac_item(IN, "search.json", items=2, crss=("EPSG:32633", "EPSG:32632"))
+        ),
+        ("in/search.json", "different CRSs", "EPSG:32632"),
+    ),
+    Case(
+        "predict-stac-several-dates",
+        "predict",
+        "a STAC ItemCollection of two dates (a search result not filtered to one date)",
+        lambda: _predict(
+            bi.stac_item(
+                IN, "search.json", items=2, dates=("2020-05-01T10:00:00Z", "2020-06-01T10:00:00Z")
+            )
+        ),
+        ("in/search.json", "2 dates", "one date"),
+    ),
+    Case(
+        "predict-stac-not-stac",
+        "predict",
+        "a GeoJSON file that is not STAC given as the scene",
+        lambda: _predict(bi.text_file(IN, "aoi.geojson", '{"type": "FeatureCollection"}')),
+        ("in/aoi.geojson", "no STAC items"),
+    ),
+    Case(
+        "predict-geographic-resample",
+        "predict",
+        "--resample on an EPSG:4326 scene with a 10 m model: warped to UTM, must work",
+        lambda: _predict(
+            bi.scene(IN, "wgs84.tif", crs="EPSG:4326", transform=GEOGRAPHIC),
+            "--resample",
+            model=bi.model_at(IN, 10.0),
+        ),
+        ok=True,
+        outputs=("out/classes.tif",),
+    ),
+    Case(
+        "predict-geographic-10m-model",
+        "predict",
+        "an EPSG:4326 scene with a 10 m model, without --resample: names the flag that works",
+        lambda: _predict(
+            bi.scene(IN, "wgs84.tif", crs="EPSG:4326", transform=GEOGRAPHIC),
+            model=bi.model_at(IN, 10.0),
+        ),
+        ("in/wgs84.tif", "geographic", "--resample", "UTM zone 33N"),
+    ),
 ]
 
 

@@ -38,7 +38,7 @@ def _floats(value: str | None, what: str) -> list[float] | None:
 
 
 @click.command()
-@click.argument("scene", type=click.Path(dir_okay=False))
+@click.argument("scene", type=click.Path())
 @click.option(
     "--model",
     "-m",
@@ -227,6 +227,8 @@ def predict(
     overwrite: bool,
 ) -> None:
     """Segment SCENE into a class COG on the scene's grid, seam-free (blended overlapping chips).
+
+    SCENE is a raster, a folder of band files or a STAC item / ItemCollection JSON (docs/stac.md).
 
     Writes OUT (tiled DEFLATE COG, colour table, class names, .qml; 255 = nodata) and prints
     per-stage seconds, Mpx/s and km2/h.

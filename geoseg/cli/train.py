@@ -28,9 +28,10 @@ from geoseg.model_names import ARCHITECTURES, ENCODERS
 )
 @click.option(
     "--scene",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="Image to train on straight from the scene (with --labels).",
+    help="Image to train on straight from the scene (with --labels): a raster, a folder of "
+    "band files or a STAC item JSON.",
 )
 @click.option(
     "--labels",

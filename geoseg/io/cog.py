@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -195,8 +196,13 @@ class CogWriter:
             stage.update_tags(**self.tags)
         for b, t in self.band_tags.items():
             stage.update_tags(b, **{k: str(v) for k, v in t.items()})
-        stage.close()
         self._stage = None
+        try:  # blocks still in GDAL's cache are written now: a full disk may show here
+            stage.close()
+        except (RasterioIOError, CPLE_BaseError) as exc:
+            raise OutputWriteError(
+                f"{self.path}: writing failed{_why(exc)}; check free disk space or write elsewhere"
+            ) from exc
         options = {
             "COMPRESS": "DEFLATE",
             "BLOCKSIZE": str(self.blocksize),
@@ -209,7 +215,7 @@ class CogWriter:
             rasterio.shutil.copy(
                 str(self._stage_path), str(self._temps["tif"]), driver="COG", **options
             )
-        except RasterioIOError as exc:
+        except (RasterioIOError, CPLE_BaseError) as exc:  # a stage cut short by a full disk
             raise OutputWriteError(
                 f"{self.path}: writing the COG failed{_why(exc)}; check free disk space or write elsewhere"
             ) from exc

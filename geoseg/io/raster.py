@@ -50,9 +50,10 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[Any]:
     Raises :class:`InputFileNotFoundError` for a missing path and :class:`RasterReadError` for
     anything GDAL cannot read as a raster (corrupt, truncated, a vector file, a text file).
     """
-    if _missing(path):
+    stacked = os.fspath(path).startswith("<VRTDataset")  # geoseg.io.scene.StackedScene
+    if not stacked and _missing(path):
         raise InputFileNotFoundError(f"{path}: no such file; check the path")
-    if Path(str(path)).is_dir():
+    if not stacked and Path(str(path)).is_dir():
         raise RasterReadError(
             f"{path}: is a folder, not a raster file; give the path of a GeoTIFF (or any GDAL raster)"
         )

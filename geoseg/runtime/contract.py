@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -503,10 +504,7 @@ def check_scene(
             for a, b in zip(grid.resolution, want, strict=True)
         )
         if not same and not resample:
-            raise BandMismatchError(
-                f"{path}: pixel size is {grid.resolution[0]:g} x {grid.resolution[1]:g} but the "
-                f"model expects {want[0]:g} x {want[1]:g}; pass --resample to warp on the fly"
-            )
+            raise BandMismatchError(_pixel_size_message(grid, want, path))
         resample_to = None if same else want
     scaling = resolve_scaling(
         dataset,
@@ -521,6 +519,31 @@ def check_scene(
     if scaling is not None:
         bound = contract.replace(reflectance_scale=scaling[0], reflectance_offset=scaling[1])
     return SceneFit(indexes, bound, resample_to)
+
+
+def _pixel_size_message(grid: Grid, want: tuple[float, float], path: PathLike) -> str:
+    """The refusal of a scene whose pixel size is not the model's, with the fix that works."""
+    shown = f"{want[0]:g} x {want[1]:g}"
+    if grid.crs is not None and grid.crs.is_geographic:
+        from geoseg.io.scene import describe_crs, utm_crs
+
+        utm = utm_crs(grid)
+        if utm is None:
+            return (
+                f"{path}: is geographic (degrees) and polar but the model expects {shown} m "
+                f"pixels; warp it first: gdalwarp -t_srs {'EPSG:3413' if grid.bounds[3] > 0 else 'EPSG:3031'} "
+                f"-tr {want[0]:g} {want[1]:g} "
+                f"-r bilinear {path} {Path(str(path)).stem}_polar.tif"
+            )
+        return (
+            f"{path}: is geographic ({grid.crs.to_string()}, degrees) but the model expects "
+            f"{shown} m pixels; pass --resample to warp it on the fly to {describe_crs(utm)} "
+            f"at {want[0]:g} m"
+        )
+    return (
+        f"{path}: pixel size is {grid.resolution[0]:g} x {grid.resolution[1]:g} but the "
+        f"model expects {shown}; pass --resample to warp on the fly"
+    )
 
 
 def check_contract(

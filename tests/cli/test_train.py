@@ -153,3 +153,31 @@ def test_train_cli_cutmix_mixup_merge_into_config_augment(tmp_path: Path) -> Non
     bad = [*args[:4], "--cutmix", "0.8", "--mixup", "0.5", "--out", str(tmp_path / "n.pt")]
     r = CliRunner().invoke(cli, bad)
     assert r.exit_code == 1 and "summing to <= 1" in r.output, r.output
+
+
+def test_train_cli_scene_may_be_a_folder_of_band_files(tmp_path: Path) -> None:
+    """Issue 19 item 9: ``train --scene`` takes a folder of band files as ``tile`` does.
+
+    One file per band gives the same model (same seed) as the same bands in one GeoTIFF.
+    """
+    import numpy as np
+    import rasterio
+
+    from tests.data.rasters import write_raster
+
+    scene, labels = make_scene(tmp_path)
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    with rasterio.open(scene) as ds:
+        for k, name in enumerate(ds.descriptions, start=1):
+            write_raster(folder / f"T33_{name}.tif", ds.read(k), nodata=0)
+    common = ["-q", "train", "--labels", str(labels), "--encoder", "mobilenet_v2", "--epochs"]
+    common += ["1", "--steps", "2", "--batch-size", "2", "--size", "32", "--seed", "3"]
+    for src, out in ((folder, "folder.pt"), (scene, "stack.pt")):
+        r = CliRunner().invoke(cli, [*common, "--scene", str(src), "--out", str(tmp_path / out)])
+        assert r.exit_code == 0, r.output
+    a, b = ModelBundle.load(tmp_path / "folder.pt"), ModelBundle.load(tmp_path / "stack.pt")
+    assert a.bands == b.bands == ("B2", "B3", "B4")
+    assert a.normalization == b.normalization
+    for key, value in b.state_dict.items():
+        assert np.array_equal(a.state_dict[key].numpy(), value.numpy()), key

@@ -22,14 +22,17 @@ from tests.data.rasters import write_corrupt, write_raster
 __all__ = [
     "BANDS",
     "CLASSES",
+    "band_folder",
     "bare_onnx",
     "class_raster",
     "corrupt_scene",
     "model",
+    "model_at",
     "newer_model",
     "not_a_bundle",
     "onnx_model",
     "scene",
+    "stac_item",
     "text_file",
     "vector",
 ]
@@ -235,3 +238,62 @@ def not_a_bundle(folder: Path, name: str = "weights.pt") -> Path:
     p = folder / name
     torch.save({"weight": torch.zeros(2)}, p)
     return p
+
+
+def band_folder(folder: Path, name: str = "bands", *, bands: tuple[str, ...] = BANDS) -> Path:
+    """A folder of single-band files (``S2_B2.tif``...), one per band, as ``IMG_DATA`` holds them."""
+    out = folder / name
+    out.mkdir(parents=True, exist_ok=True)
+    for k, b in enumerate(bands):
+        write_raster(out / f"S2_{b}.tif", width=48, height=40, count=1, seed=k)
+    return out
+
+
+def stac_item(
+    folder: Path,
+    name: str = "item.json",
+    *,
+    bands: tuple[str, ...] = BANDS,
+    items: int = 1,
+    crss: tuple[str, ...] = (UTM,),
+    dates: tuple[str, ...] = ("2020-05-01T10:00:00Z",),
+) -> Path:
+    """A STAC Item (or, with ``items`` > 1, an ItemCollection) over local band GeoTIFFs.
+
+    Item ``k`` has one asset per band (key = band name), in ``crss[k % len(crss)]`` on date
+    ``dates[k % len(dates)]`` (``proj:epsg`` and ``datetime`` set).
+    """
+    from tests.data.stac import collection, item, write_json
+
+    docs = []
+    for k in range(items):
+        crs = crss[k % len(crss)]
+        sub = folder / f"item{k}"
+        sub.mkdir(parents=True, exist_ok=True)
+        files = {
+            b: write_raster(sub / f"{b}.tif", width=48, height=40, count=1, crs=crs, seed=i)
+            for i, b in enumerate(bands)
+        }
+        docs.append(
+            item(
+                f"item{k}",
+                files,
+                datetime=dates[k % len(dates)],
+                epsg=int(crs.split(":")[1]),
+                relative_to=folder,
+            )
+        )
+    doc = docs[0] if items == 1 else collection(docs)
+    return write_json(folder / name, doc)
+
+
+def model_at(folder: Path, resolution: float, name: str = "model_10m.pt") -> Path:
+    """:func:`model` trained (so it says) at ``resolution`` m pixels: a scene must match it."""
+    import dataclasses
+
+    from geoseg.bundle import ModelBundle
+
+    src = model(folder, ".src.pt")
+    bundle = ModelBundle.load(src)
+    src.unlink()
+    return dataclasses.replace(bundle, resolution=(resolution, resolution)).save(folder / name)

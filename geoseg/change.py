@@ -337,6 +337,7 @@ def change(
         EmptyResultError: no AOI polygon overlaps the map.
     """
     out_p, vector_p, table_p = _outputs(out, vector, table if aoi else None, aoi, overwrite)
+
     with contextlib.ExitStack() as stack:
         inp = _open_inputs(
             stack,

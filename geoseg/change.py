@@ -337,6 +337,7 @@ def change(
         EmptyResultError: no AOI polygon overlaps the map.
     """
     out_p, vector_p, table_p = _outputs(out, vector, table if aoi else None, aoi, overwrite)
+
     with contextlib.ExitStack() as stack:
         inp = _open_inputs(
             stack,
@@ -350,13 +351,7 @@ def change(
             mask_values=mask_values,
         )
         tally = _map_change(inp, out_p, min_area=min_area, overwrite=overwrite)
-    aoi_rows = tally.aoi_rows(inp.aois)
-    if table_p is not None:
-        _write_table(table_p, aoi_rows, overwrite=overwrite)
-    if vector_p is not None:
-        _write_vector(
-            out_p, vector_p, date_before=inp.d_before, date_after=inp.d_after, overwrite=overwrite
-        )
+    aoi_rows = _write_extras(inp, tally, out_p, vector_p, table_p, overwrite=overwrite)
     report = _report(
         inp, tally, aoi_rows, out=out_p, vector=vector_p, table=table_p, min_area=min_area
     )
@@ -436,6 +431,26 @@ def _map_change(
         **inp.seen.tags(),
     }
     return _write_change_map(out_p, grid, blocks, inp.aois, tags=tags, overwrite=overwrite)
+
+
+def _write_extras(
+    inp: _Inputs,
+    tally: _Tally,
+    out_p: Path,
+    vector_p: Path | None,
+    table_p: Path | None,
+    *,
+    overwrite: bool,
+) -> list[AoiChange]:
+    """The per-AOI table and the loss/gain polygons, where asked; the AOI rows."""
+    aoi_rows = tally.aoi_rows(inp.aois)
+    if table_p is not None:
+        _write_table(table_p, aoi_rows, overwrite=overwrite)
+    if vector_p is not None:
+        _write_vector(
+            out_p, vector_p, date_before=inp.d_before, date_after=inp.d_after, overwrite=overwrite
+        )
+    return aoi_rows
 
 
 def _report(

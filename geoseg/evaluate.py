@@ -409,6 +409,13 @@ def evaluate(
     return report
 
 
+def _class_name(cid: int, *maps: ClassMap | None) -> str:
+    for m in maps:
+        if m is not None and cid in m.ids:
+            return m.by_id(cid).name
+    return f"class_{cid}"
+
+
 @dataclass
 class _Accumulated:
     """What one pass over the prediction gathers: the confusion matrix and mapped areas."""
@@ -457,10 +464,3 @@ def _accumulate(
             ok = pvalid & (ref != IGNORE_INDEX)
             cm.update(ref[ok], pred[ok])
     return _Accumulated(grid, cm, mapped, pred_classes, labels)
-
-
-def _class_name(cid: int, *maps: ClassMap | None) -> str:
-    for m in maps:
-        if m is not None and cid in m.ids:
-            return m.by_id(cid).name
-    return f"class_{cid}"

@@ -49,10 +49,9 @@ from geoseg.errors import (
     InputFileNotFoundError,
     LabelError,
     VectorReadError,
-    first_line,
 )
 from geoseg.grid import Grid
-from geoseg.io.raster import check_grid, open_raster, raster_classes
+from geoseg.io.raster import check_grid, open_raster
 from geoseg.io.vector import PARQUET_SUFFIXES, read_vector
 
 __all__ = [
@@ -403,7 +402,7 @@ def _layers(path: Path) -> list[str | None]:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except Exception as exc:
         raise VectorReadError(
-            f"{path}: cannot be read as vector data ({first_line(exc)}); "
+            f"{path}: cannot be read as vector data ({str(exc)[:200]}); "
             "re-export it as GeoPackage or GeoJSON"
         ) from exc
     return list(layers) if len(layers) > 1 else [None]
@@ -531,6 +530,8 @@ def _map_for_ids(ids: Sequence[int], classes: ClassMap | None) -> ClassMap:
 
 
 def _load_raster(path: Path, classes: ClassMap | None) -> RasterLabels:
+    from geoseg.io.raster import raster_classes
+
     with open_raster(path) as ds:
         grid = Grid.from_dataset(ds)
         check_grid(grid, path)

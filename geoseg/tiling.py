@@ -257,7 +257,7 @@ def tile_scenes(
     class_column: str | None = None,
     classes: ClassMap | None = None,
     size: int = 256,
-    overlap: int = 32,
+    overlap: int | None = None,
     split: Sequence[float] = (0.7, 0.15, 0.15),
     no_split: bool = False,
     bands: Sequence[int | str] | None = None,
@@ -279,7 +279,8 @@ def tile_scenes(
         class_column: attribute with each polygon's class.
         classes: class map fixing ids and colours.
         size: chip size in pixels.
-        overlap: overlap between neighbouring chips in pixels.
+        overlap: overlap between neighbouring chips in pixels; 32, at most a quarter of
+            ``size``, when None.
         split: train, val, test fractions (of blocks, weighed by chips and class pixels).
         no_split: put every chip in train, without blocks or buffer (hold out whole scenes).
         bands: band indices (1-based) or names; all when None.
@@ -329,7 +330,7 @@ def tile_scenes(
 
 def _check_options(
     size: int,
-    overlap: int,
+    overlap: int | None,
     split: Sequence[float],
     min_valid: float,
     min_labelled: float,
@@ -338,6 +339,7 @@ def _check_options(
     seed: int,
     no_split: bool,
 ) -> _Options:
+    overlap = min(32, size // 4) if overlap is None else overlap
     check_chip_size(size, overlap)
     fractions = check_split(split)
     for name, v in (("min-valid", min_valid), ("min-labelled", min_labelled)):

@@ -710,7 +710,7 @@ def _write_metrics(
     csv_p: Path,
     json_p: Path,
     png_p: Path,
-) -> Path | None:
+) -> Path:
     from geoseg.io.atomic import atomic_outputs
 
     cols = [k for k in history[0] if k != "confusion_matrix"] if history else []
@@ -720,10 +720,8 @@ def _write_metrics(
             w.writeheader()
             w.writerows(history)
         tj.write_text(json.dumps({"history": history, **metrics}, indent=1, default=float))
-    try:
-        from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        return None
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
+
     ep = [r["epoch"] for r in history]
     fig = Figure(figsize=(10, 4))
     a1, a2 = fig.subplots(1, 2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli.options import overlap_opt, overwrite_opt, size_opt
+from geoseg.cli.options import class_column_opt, given, overlap_opt, overwrite_opt, size_opt
 
 
 def _floats(value: str) -> tuple[float, ...]:
@@ -43,7 +43,7 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."
 )
-@click.option("--class-column", default=None, help="Attribute holding each polygon's class.")
+@class_column_opt
 @click.option(
     "--classes",
     "classes_path",
@@ -55,9 +55,9 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
 @overlap_opt
 @click.option(
     "--split",
-    default="0.7,0.15,0.15",
-    show_default=True,
-    help="train,val,test fractions of the spatial split (1,0,0: all train).",
+    default=None,
+    help="train,val,test fractions of the spatial split (1,0,0: all train) "
+    "[library: 0.7,0.15,0.15].",
 )
 @click.option(
     "--no-split",
@@ -69,9 +69,9 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
     "--bands", default=None, help="Bands by 1-based index or name, e.g. 4,3,2 or B04,B08."
 )
 @click.option("--resolution", type=float, default=None, help="Target pixel size (CRS units).")
-@click.option("--min-valid", type=float, default=0.5, show_default=True, help="Min data fraction.")
+@click.option("--min-valid", type=float, default=None, help="Min data fraction [library: 0.5].")
 @click.option(
-    "--min-labelled", type=float, default=0.01, show_default=True, help="Min labelled fraction."
+    "--min-labelled", type=float, default=None, help="Min labelled fraction [library: 0.01]."
 )
 @click.option(
     "--block-size",
@@ -80,7 +80,7 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
     help="Split block side in pixels [chosen from the scenes and chip size].",
 )
 @click.option("--buffer", type=int, default=None, help="Gap between splits in pixels [overlap].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the block split.")
+@click.option("--seed", type=int, default=None, help="Seed of the block split [library: 0].")
 @overwrite_opt
 def tile(
     scenes: tuple[str, ...],
@@ -90,15 +90,15 @@ def tile(
     classes_path: str | None,
     size: int | None,
     overlap: int | None,
-    split: str,
+    split: str | None,
     no_split: bool,
     bands: str | None,
     resolution: float | None,
-    min_valid: float,
-    min_labelled: float,
+    min_valid: float | None,
+    min_labelled: float | None,
     block_size: int | None,
     buffer: int | None,
-    seed: int,
+    seed: int | None,
     overwrite: bool,
 ) -> None:
     """Cut SCENE(s) and their labels into chips: DIR/images, DIR/masks, classes.yaml, index.gpkg.
@@ -113,24 +113,25 @@ def tile(
     from geoseg.classes import ClassMap
     from geoseg.tiling import tile_scenes
 
-    chip = size if size is not None else 256
     report = tile_scenes(
         scenes,
         labels=_expand(labels),
         out_dir=Path(out_dir),
         class_column=class_column,
         classes=ClassMap.read(classes_path) if classes_path else None,
-        size=chip,
-        overlap=overlap if overlap is not None else min(32, chip // 4),
-        split=_floats(split),
         no_split=no_split,
         bands=_bands(bands),
         resolution=resolution,
-        min_valid=min_valid,
-        min_labelled=min_labelled,
         block_size=block_size,
         buffer=buffer,
-        seed=seed,
         overwrite=overwrite,
+        **given(
+            size=size,
+            overlap=overlap,
+            split=_floats(split) if split else None,
+            min_valid=min_valid,
+            min_labelled=min_labelled,
+            seed=seed,
+        ),
     )
     click.echo(report.summary())

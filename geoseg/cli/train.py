@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.options import overwrite_opt
+from geoseg.cli.options import class_column_opt, overwrite_opt
 from geoseg.model_names import ARCHITECTURES, ENCODERS
 
 
@@ -39,7 +39,7 @@ from geoseg.model_names import ARCHITECTURES, ENCODERS
     type=click.Path(dir_okay=False),
     help="Label raster or vector files for --scene (repeatable).",
 )
-@click.option("--class-column", default=None, help="Attribute with the class of vector labels.")
+@class_column_opt
 @click.option(
     "--model", type=click.Choice(ARCHITECTURES), default=None, help="Architecture [unet]."
 )

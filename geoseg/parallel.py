@@ -312,7 +312,70 @@ def predict_parallel(
     paths = _check_outputs(out, probabilities, confidence, vector, overwrite=overwrite)
     grid = _scene_grid(scene)
     folder = _band_folder(paths["classes"])
-    job = BandJob(
+    job = _band_job(
+        scene,
+        model,
+        folder,
+        size=size,
+        overlap=overlap,
+        batch_size=batch_size,
+        probabilities=probabilities,
+        probability_dtype=probability_dtype,
+        confidence=confidence,
+        aoi=aoi,
+        bands=bands,
+        reflectance=reflectance,
+        scale=scale,
+        offset=offset,
+        device=device,
+        tta=tta,
+        refine=refine,
+    )
+    try:
+        with _cluster(client, scheduler, workers, threads) as (cl, n, nthreads):
+            # the model is opened on a worker: torch is imported there anyway, and the
+            # client, which only streams pixels, stays light
+            plan = cl.submit(_scene_plan, grid, job.model, size, overlap, pure=False).result()
+            job = dataclasses.replace(job, size=plan.size, overlap=plan.overlap, threads=nthreads)
+            k = row_bands or default_bands(n, len(plan.row_starts))
+            parts = split_rows(plan.row_starts, plan.grid.height, k)
+            report = _new_report(scene, cl, paths, plan, parts, n, nthreads)
+            results = _submit(cl, band_task or predict_band, job, parts)
+            _assemble(results, job, plan, paths, report, overwrite=overwrite)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if vector is not None:
+        from geoseg.vectorize import vectorize
+
+        vectorize(paths["classes"], vector, overwrite=overwrite)
+        report.outputs.append(str(vector))
+    report.seconds["total"] = time.perf_counter() - t0
+    log.info("%s", report.summary())
+    return report
+
+
+def _band_job(
+    scene: PathLike,
+    model: PathLike | None,
+    folder: Path,
+    *,
+    size: int | None,
+    overlap: int | None,
+    batch_size: int | None,
+    probabilities: PathLike | None,
+    probability_dtype: Literal["uint8", "float16"],
+    confidence: bool,
+    aoi: PathLike | None,
+    bands: Sequence[str | int] | None,
+    reflectance: str | None,
+    scale: float | Sequence[float] | None,
+    offset: float | Sequence[float] | None,
+    device: str | None,
+    tta: str,
+    refine: str,
+) -> BandJob:
+    """The options every band task gets (plain values: they travel to the workers)."""
+    return BandJob(
         scene=str(scene),
         model=None if model is None else str(model),
         folder=str(folder),
@@ -331,38 +394,30 @@ def predict_parallel(
         tta=tta,
         refine=refine,
     )
-    try:
-        with _cluster(client, scheduler, workers, threads) as (cl, n, nthreads):
-            # the model is opened on a worker: torch is imported there anyway, and the
-            # client, which only streams pixels, stays light
-            plan = cl.submit(_scene_plan, grid, job.model, size, overlap, pure=False).result()
-            job = dataclasses.replace(job, size=plan.size, overlap=plan.overlap, threads=nthreads)
-            k = row_bands or default_bands(n, len(plan.row_starts))
-            parts = split_rows(plan.row_starts, plan.grid.height, k)
-            report = ParallelReport(
-                scene=str(scene),
-                out=str(paths["classes"]),
-                outputs=[str(p) for k, p in paths.items() if k != "vector"],
-                grid=plan.grid.to_dict(),
-                workers=n,
-                threads_per_worker=nthreads,
-                bands=parts,
-                windows=len(plan.row_starts) * plan.columns,
-                windows_predicted=sum(plan.band_windows(r) for r in parts),
-                dashboard=getattr(cl, "dashboard_link", None),
-            )
-            results = _submit(cl, band_task or predict_band, job, parts)
-            _assemble(results, job, plan, paths, report, overwrite=overwrite)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    if vector is not None:
-        from geoseg.vectorize import vectorize
 
-        vectorize(paths["classes"], vector, overwrite=overwrite)
-        report.outputs.append(str(vector))
-    report.seconds["total"] = time.perf_counter() - t0
-    log.info("%s", report.summary())
-    return report
+
+def _new_report(
+    scene: PathLike,
+    cl: Any,
+    paths: dict[str, Path],
+    plan: _ScenePlan,
+    parts: list[tuple[int, int]],
+    n: int,
+    nthreads: int,
+) -> ParallelReport:
+    """The report of a run before any band is done."""
+    return ParallelReport(
+        scene=str(scene),
+        out=str(paths["classes"]),
+        outputs=[str(p) for k, p in paths.items() if k != "vector"],
+        grid=plan.grid.to_dict(),
+        workers=n,
+        threads_per_worker=nthreads,
+        bands=parts,
+        windows=len(plan.row_starts) * plan.columns,
+        windows_predicted=sum(plan.band_windows(r) for r in parts),
+        dashboard=getattr(cl, "dashboard_link", None),
+    )
 
 
 def _floats(v: float | Sequence[float] | None) -> tuple[float, ...] | None:

@@ -309,28 +309,11 @@ def predict_parallel(
         A :class:`ParallelReport`.
     """
     t0 = time.perf_counter()
+    options = {k: v for k, v in locals().items() if k in _JOB_OPTIONS}  # what bands get
     paths = _check_outputs(out, probabilities, confidence, vector, overwrite=overwrite)
     grid = _scene_grid(scene)
     folder = _band_folder(paths["classes"])
-    job = _band_job(
-        scene,
-        model,
-        folder,
-        size=size,
-        overlap=overlap,
-        batch_size=batch_size,
-        probabilities=probabilities,
-        probability_dtype=probability_dtype,
-        confidence=confidence,
-        aoi=aoi,
-        bands=bands,
-        reflectance=reflectance,
-        scale=scale,
-        offset=offset,
-        device=device,
-        tta=tta,
-        refine=refine,
-    )
+    job = _band_job(scene, model, folder, **options)
     try:
         with _cluster(client, scheduler, workers, threads) as (cl, n, nthreads):
             # the model is opened on a worker: torch is imported there anyway, and the
@@ -352,6 +335,13 @@ def predict_parallel(
     report.seconds["total"] = time.perf_counter() - t0
     log.info("%s", report.summary())
     return report
+
+
+#: The arguments of :func:`predict_parallel` that :func:`_band_job` turns into the band job.
+_JOB_OPTIONS = frozenset(
+    "size overlap batch_size probabilities probability_dtype confidence aoi bands reflectance "
+    "scale offset device tta refine".split()
+)
 
 
 def _band_job(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from geoseg.cli.options import json_opt, overlap_opt, overwrite_opt, size_opt
 
 if TYPE_CHECKING:
+    from geoseg.parallel import ParallelReport
+    from geoseg.predict import PredictReport
     from geoseg.runtime.engines import Precision
 
 AUTO = "__auto__"
@@ -243,66 +245,47 @@ def predict(
     if proba == AUTO:
         p = Path(out)
         proba = str(p.with_name(p.stem + "_proba.tif"))
-    if workers or scheduler or row_bands:
+    options: dict[str, Any] = {
+        "out": out,
+        "model": model,
+        "size": size,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "probabilities": proba,
+        "probability_dtype": "float16" if probability_dtype == "float16" else "uint8",
+        "confidence": confidence,
+        "aoi": aoi,
+        "vector": vector,
+        "bands": _bands(bands),
+        "reflectance": reflectance,
+        "scale": _floats(scale, "--scale"),
+        "offset": _floats(offset, "--offset"),
+        "device": device,
+        "threads": threads,
+        "tta": tta,
+        "refine": refine,
+        "overwrite": overwrite,
+    }
+    report: PredictReport | ParallelReport
+    if workers or scheduler or row_bands:  # one scene in row bands on Dask workers
         _refuse_in_bands(resample=resample, cloud_mask=cloud_mask or cloud_mask_out or cloud_bands)
         from geoseg.parallel import predict_parallel
 
-        preport = predict_parallel(
-            scene,
-            out=out,
-            model=model,
-            workers=workers,
-            scheduler=scheduler,
-            row_bands=row_bands,
-            threads=threads,
-            size=size,
-            overlap=overlap,
-            batch_size=batch_size,
-            probabilities=proba,
-            probability_dtype="float16" if probability_dtype == "float16" else "uint8",
-            confidence=confidence,
-            aoi=aoi,
-            vector=vector,
-            bands=_bands(bands),
-            reflectance=reflectance,
-            scale=_floats(scale, "--scale"),
-            offset=_floats(offset, "--offset"),
-            device=device,
-            tta=tta,
-            refine=refine,
-            overwrite=overwrite,
+        report = predict_parallel(
+            scene, workers=workers, scheduler=scheduler, row_bands=row_bands, **options
         )
-        _echo(preport.to_dict(), preport.summary(), report_path, as_json)
-        return
-    from geoseg.predict import predict as run_predict
+    else:
+        from geoseg.predict import predict as run_predict
 
-    report = run_predict(
-        scene,
-        out=out,
-        model=model,
-        size=size,
-        overlap=overlap,
-        batch_size=batch_size,
-        probabilities=proba,
-        probability_dtype="float16" if probability_dtype == "float16" else "uint8",
-        confidence=confidence,
-        aoi=aoi,
-        vector=vector,
-        bands=_bands(bands),
-        resample=resample,
-        reflectance=reflectance,
-        scale=_floats(scale, "--scale"),
-        offset=_floats(offset, "--offset"),
-        cloud_mask=cloud_mask if cloud_mask or not cloud_mask_out else "auto",
-        cloud_mask_out=cloud_mask_out,
-        cloud_bands=_bands(cloud_bands),
-        overwrite=overwrite,
-        device=device,
-        threads=threads,
-        precision=cast("Precision", precision),
-        tta=tta,
-        refine=refine,
-    )
+        report = run_predict(
+            scene,
+            resample=resample,
+            cloud_mask=cloud_mask if cloud_mask or not cloud_mask_out else "auto",
+            cloud_mask_out=cloud_mask_out,
+            cloud_bands=_bands(cloud_bands),
+            precision=cast("Precision", precision),
+            **options,
+        )
     _echo(report.to_dict(), report.summary(), report_path, as_json)
 
 

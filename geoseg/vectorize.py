@@ -832,7 +832,11 @@ def _frame(
 
     crs = grid.crs
     # true areas, the same as the pixels' (geoseg.area)
-    area_m2 = polygon_areas_m2(crs_geoms, crs, densify=densify_length(grid))
+    # polygons up to 2 km across: centroid scale (vectorized, 1e-8); larger ones exactly
+    local_below = 2000.0 / _unit_factor(crs) if crs is not None and not crs.is_geographic else 0.02
+    area_m2 = polygon_areas_m2(
+        crs_geoms, crs, densify=densify_length(grid), local_below=local_below
+    )
     if crs is not None and crs.is_geographic:
         _, perim_m = _geodesic(crs_geoms, crs)
     else:

@@ -411,14 +411,20 @@ def _groups(labels: np.ndarray) -> list[np.ndarray]:
 
 
 def _components(n: int, edges: Sequence[tuple[int, int]]) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    """Connected-component label of each of ``n`` nodes (union-find; no scipy import)."""
+    parent = list(range(n))
 
-    if not edges:
-        return np.arange(n)
-    e = np.asarray(edges, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in edges:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    return np.asarray([find(i) for i in range(n)], dtype=np.int64)
 
 
 def _merge_row(

@@ -287,15 +287,16 @@ def speckle(shape: tuple[int, int], seed: int = 0, sigma: float = 1.2) -> np.nda
     return (np.digitize(f, np.quantile(f, [0.6, 0.85])) + 1).astype("uint8")
 
 
-@pytest.mark.parametrize("min_px", [5, 9, 25])
+@pytest.mark.parametrize(("seed", "sigma", "min_px"), [(4, 0.8, 5), (3, 0.8, 9), (5, 1.2, 25)])
 def test_min_area_is_gdal_sieve_across_seams(
-    raster_factory: Callable[..., Path], tmp_path: Path, min_px: int
+    raster_factory: Callable[..., Path], tmp_path: Path, seed: int, sigma: float, min_px: int
 ) -> None:
     # issue 19 item 3: the sieve is GDAL's, and a region crossing a block seam is measured
     # whole: vectorize(min_area) rasterized back == rasterio's sieve of the whole raster
+    # (these cases differ from the previous order-independent rule by 6 to 31 pixels)
     from rasterio.features import sieve as gdal_sieve
 
-    a = speckle((96, 90), seed=min_px)
+    a = speckle((96, 90), seed=seed, sigma=sigma)
     a[40:47, 10:30] = 0  # nodata: never a neighbour, left alone
     valid = a != 0
     src = raster_factory(f"speckle{min_px}.tif", a[None], nodata=0)

@@ -212,15 +212,19 @@ def polygonize_array(
 
 
 def _first_pixel(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of each polygon's first pixel in row-major order (pixel coordinates)."""
+    """Row and column of each polygon's first pixel in row-major order (pixel coordinates).
+
+    The first pixel's top-left corner is the leftmost exterior vertex on the top row (no
+    sort: one pass over the coordinates).
+    """
     if len(geoms) == 0:
         return np.zeros(0), np.zeros(0)
     xy, idx = shapely.get_coordinates(shapely.get_exterior_ring(geoms), return_index=True)
-    order = np.lexsort((xy[:, 0], xy[:, 1], idx))
-    idx = idx[order]
-    first = np.r_[True, idx[1:] != idx[:-1]]
-    pts = xy[order][first]
-    return pts[:, 1], pts[:, 0]
+    top = shapely.bounds(geoms)[:, 1]
+    on_top = xy[:, 1] == top[idx]
+    cols = np.full(len(geoms), np.inf)
+    np.minimum.at(cols, idx[on_top], xy[on_top, 0])
+    return top, cols
 
 
 def _rank_order(geoms: np.ndarray) -> np.ndarray:
@@ -694,7 +698,6 @@ def vectorize(
         GeosegError: unreadable raster, bad options, existing output without ``overwrite``.
     """
     from geoseg.io.atomic import check_output
-    from geoseg.io.style import vector_qml
 
     t0 = time.perf_counter()
     out_p = Path(out)
@@ -711,16 +714,8 @@ def vectorize(
     )
     if to_crs is not None:
         gdf = gdf.to_crs(to_crs)
-    present = set(gdf["class_id"].tolist())
     layer_name = layer or out_p.stem
-    paths = write_vector(
-        gdf,
-        out_p,
-        qml=vector_qml(ClassMap(tuple(c for c in classes if c.id in present))),
-        layer=layer_name,
-        format=fmt,
-        overwrite=overwrite,
-    )
+    paths = _write(gdf, out_p, classes, layer=layer_name, fmt=fmt, overwrite=overwrite)
     per_class = gdf.groupby("class_name", sort=True)["area_ha"].sum()
     return VectorizeReport(
         path=out_p,
@@ -733,6 +728,17 @@ def vectorize(
         seconds=time.perf_counter() - t0,
         sidecars=paths[1:],
     )
+
+
+def _write(
+    gdf: Any, out: Path, classes: ClassMap, *, layer: str, fmt: str, overwrite: bool
+) -> list[Path]:
+    """Write the polygons with the QGIS style of the classes present; the paths written."""
+    from geoseg.io.style import vector_qml
+
+    present = set(gdf["class_id"].tolist())
+    qml = vector_qml(ClassMap(tuple(c for c in classes if c.id in present)))
+    return list(write_vector(gdf, out, qml=qml, layer=layer, format=fmt, overwrite=overwrite))
 
 
 def class_polygons(

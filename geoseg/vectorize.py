@@ -518,12 +518,15 @@ def _block_scheduler(
         yield {"scheduler": "synchronous"}
         return
     ctx = multiprocessing.get_context("spawn")
+    before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_ignore_sigint)
     try:
         # chunksize=1: Dask batches 6 tasks per process by default; row tasks are large
         yield {"scheduler": "processes", "pool": pool, "chunksize": 1}
     except BaseException:  # Ctrl-C or an error: stop the workers now, do not wait for rows
-        _terminate(pool)
+        # every process started meanwhile, also one the pool was still spawning (Python's
+        # exit would otherwise wait for it forever)
+        _terminate(pool, [p for p in multiprocessing.active_children() if p not in before])
         raise
     pool.shutdown(wait=True)
 
@@ -535,14 +538,16 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _terminate(pool: Any) -> None:
+def _terminate(pool: Any, started: Sequence[Any]) -> None:
     """Kill a process pool's workers at once (``shutdown`` would wait for running tasks)."""
-    procs = list(getattr(pool, "_processes", {}).values())
-    for p in procs:
+    procs = {id(p): p for p in [*getattr(pool, "_processes", {}).values(), *started]}
+    for p in procs.values():
         p.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
+    for p in procs.values():
         p.join(timeout=1)
+        if p.is_alive():  # pragma: no cover - SIGTERM is not ignored by the workers
+            p.kill()
 
 
 def _polygonize_blocked(

@@ -62,7 +62,8 @@ rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 total = rss + (os.cpu_count() or 1) * kids if kids else rss
 print(json.dumps({"mode": mode, "features": n, "seconds": round(secs, 3),
-                  "peak_rss_mb": round(total, 1)}))
+                  "peak_rss_mb": round(total, 1), "parent_rss_mb": round(rss, 1),
+                  "worker_rss_mb": round(kids, 1)}))
 """
 
 

@@ -507,7 +507,6 @@ def _block_scheduler(
     processes (Dask workers, which may not have children) run in-process.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     n = min(workers if workers is not None else (os.cpu_count() or 1), tasks)
     if (
@@ -517,18 +516,26 @@ def _block_scheduler(
     ):
         yield {"scheduler": "synchronous"}
         return
-    ctx = multiprocessing.get_context("spawn")
-    before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_ignore_sigint)
+    pool = _make_pool(n)
     try:
         # chunksize=1: Dask batches 6 tasks per process by default; row tasks are large
         yield {"scheduler": "processes", "pool": pool, "chunksize": 1}
-    except BaseException:  # Ctrl-C or an error: stop the workers now, do not wait for rows
-        # every process started meanwhile, also one the pool was still spawning (Python's
-        # exit would otherwise wait for it forever)
-        _terminate(pool, [p for p in multiprocessing.active_children() if p not in before])
+    except BaseException:
+        # Ctrl-C or an error: kill the workers now instead of waiting for their rows.
+        # multiprocessing.Pool, not ProcessPoolExecutor: a worker killed while sending its
+        # result leaves the executor's manager thread blocked forever, and Python's exit
+        # joins that thread; Pool.terminate() is made for this.
+        pool.terminate()
         raise
-    pool.shutdown(wait=True)
+    pool.close()
+    pool.join()
+
+
+def _make_pool(n: int) -> Any:
+    """``n`` spawned worker processes that leave Ctrl-C to the parent."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Pool(n, initializer=_ignore_sigint)
 
 
 def _ignore_sigint() -> None:
@@ -536,18 +543,6 @@ def _ignore_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _terminate(pool: Any, started: Sequence[Any]) -> None:
-    """Kill a process pool's workers at once (``shutdown`` would wait for running tasks)."""
-    procs = {id(p): p for p in [*getattr(pool, "_processes", {}).values(), *started]}
-    for p in procs.values():
-        p.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs.values():
-        p.join(timeout=1)
-        if p.is_alive():  # pragma: no cover - SIGTERM is not ignored by the workers
-            p.kill()
 
 
 def _polygonize_blocked(

@@ -70,18 +70,16 @@ def test_blocked_equals_whole_raster(
     processes: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import concurrent.futures
-
     import geoseg.vectorize as gv
 
     pools: list[int] = []
+    make_pool = gv._make_pool
 
-    class CountingPool(concurrent.futures.ProcessPoolExecutor):
-        def __init__(self, max_workers: int, **kw: Any) -> None:
-            pools.append(max_workers)
-            super().__init__(max_workers, **kw)
+    def counting_pool(n: int) -> Any:
+        pools.append(n)
+        return make_pool(n)
 
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(gv, "_make_pool", counting_pool)
     if processes:  # large-raster path on a small raster: rows of blocks on 2 worker processes
         monkeypatch.setattr(gv, "PROCESS_MIN_PIXELS", 0)
     with rasterio.open(classes_tif) as ds:

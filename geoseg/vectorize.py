@@ -582,6 +582,7 @@ def _polygonize_blocked(
     bar.close()
     geoms_all = np.concatenate(finals) if finals else np.empty(0, dtype=object)
     cls_all = np.concatenate(finals_cls) if finals_cls else np.empty(0, dtype=np.int64)
+    finals.clear()  # the normalized copy replaces them
     geoms_all = shapely.normalize(geoms_all)
     order = _rank_order(geoms_all)
     return geoms_all[order], cls_all[order], len(windows)
@@ -766,9 +767,10 @@ def class_polygons(
     )
     if len(geoms) == 0:
         raise EmptyResultError(f"{raster}: every pixel is nodata; nothing to vectorize")
-    local, crs_geoms = _place(geoms, grid.transform, simplify)
+    local_length, crs_geoms = _place(geoms, grid.transform, simplify)
+    del geoms  # one copy of the polygons at a time (speckle: 590k polygons)
     classes = _with_missing(classes, vals)
-    return _frame(local, crs_geoms, vals, grid, classes), classes, nblocks
+    return _frame(local_length, crs_geoms, vals, grid, classes), classes, nblocks
 
 
 def _check_options(block_size: int, simplify: float | None) -> None:
@@ -812,10 +814,10 @@ def _polygonize_raster(
 
 
 def _place(geoms: np.ndarray, t: Affine, simplify: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel polygons -> ``(local, crs)`` geometries, simplified once when asked.
+    """Pixel polygons -> ``(local lengths, crs geometries)``, simplified once when asked.
 
-    ``local`` holds CRS offsets from the grid origin (exact lengths and simplification),
-    ``crs`` the CRS coordinates.
+    Lengths and simplification are computed on CRS offsets from the grid origin (exact);
+    only the CRS geometries are kept.
     """
     if simplify:
         # node the coverage: GDAL leaves no vertex where a neighbour's corner meets a straight
@@ -825,8 +827,9 @@ def _place(geoms: np.ndarray, t: Affine, simplify: float | None) -> tuple[np.nda
     if simplify:
         local = shapely.coverage_simplify(local, simplify, simplify_boundary=True)
         local = shapely.normalize(shapely.make_valid(local))
+    length = np.asarray(shapely.length(local), dtype=np.float64)
     crs_geoms = shapely.normalize(shapely.transform(local, lambda c: c + np.array([t.c, t.f])))
-    return local, crs_geoms
+    return length, crs_geoms
 
 
 def _with_missing(classes: ClassMap, vals: np.ndarray) -> ClassMap:
@@ -838,7 +841,11 @@ def _with_missing(classes: ClassMap, vals: np.ndarray) -> ClassMap:
 
 
 def _frame(
-    local: np.ndarray, crs_geoms: np.ndarray, vals: np.ndarray, grid: Grid, classes: ClassMap
+    local_length: np.ndarray,
+    crs_geoms: np.ndarray,
+    vals: np.ndarray,
+    grid: Grid,
+    classes: ClassMap,
 ) -> Any:
     """The GeoDataFrame of the polygons with their class, true area and perimeter."""
     import geopandas as gpd
@@ -853,7 +860,7 @@ def _frame(
     if crs is not None and crs.is_geographic:
         _, perim_m = _geodesic(crs_geoms, crs)
     else:
-        perim_m = shapely.length(local) * _unit_factor(crs)
+        perim_m = local_length * _unit_factor(crs)
     names = {c.id: c.name for c in classes}
     return gpd.GeoDataFrame(
         {

@@ -310,6 +310,12 @@ def test_min_area_is_gdal_sieve_across_seams(
                      transform=TRANSFORM, fill=0, dtype="uint8")  # fmt: skip
     np.testing.assert_array_equal(back, want)
     np.testing.assert_array_equal(sieve(a, min_px, mask=valid), want)
+    # unsieved, the speckle's polygons rasterized back are the class raster
+    vectorize(src, tmp_path / "all.fgb", block_size=16)
+    gdf = read(tmp_path / "all.fgb")
+    back = rasterize(zip(gdf.geometry, gdf["class_id"], strict=True), out_shape=a.shape,
+                     transform=TRANSFORM, fill=0, dtype="uint8")  # fmt: skip
+    np.testing.assert_array_equal(back, a)
 
 
 def test_ctrl_c_stops_within_two_seconds_without_output(

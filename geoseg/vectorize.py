@@ -159,20 +159,26 @@ def sieve(array: np.ndarray, min_pixels: float, *, mask: np.ndarray | None = Non
 
 
 # ---- polygonize --------------------------------------------------------------------------------
+#: Features turned into shapely polygons at a time (bounds the GeoJSON lists held).
+_SHAPES_CHUNK = 20_000
+
+
 def _shapes(
     array: np.ndarray, mask: np.ndarray | None, transform: Affine
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``rasterio.features.shapes`` as shapely polygons, built in one vectorized call.
+    """``rasterio.features.shapes`` as shapely polygons, built in vectorized calls.
 
-    The GeoJSON rings go into one flat coordinate list and ``shapely.from_ragged_array``
-    (about five times faster than ``shapely.geometry.shape`` per feature).
+    The GeoJSON rings of up to :data:`_SHAPES_CHUNK` features go into one flat coordinate
+    list and ``shapely.from_ragged_array`` (about five times faster than
+    ``shapely.geometry.shape`` per feature, and the lists stay small).
     """
     from rasterio.features import shapes
 
+    parts: list[np.ndarray] = []
+    values: list[float] = []
     coords: list[Any] = []
     ring_len: list[int] = []
     poly_rings: list[int] = []
-    values: list[float] = []
     for geom, value in shapes(array, mask=mask, connectivity=4, transform=transform):
         rings = geom["coordinates"]
         poly_rings.append(len(rings))
@@ -180,12 +186,20 @@ def _shapes(
             ring_len.append(len(r))
             coords.extend(r)
         values.append(value)
+        if len(poly_rings) == _SHAPES_CHUNK:
+            parts.append(_ragged_polygons(coords, ring_len, poly_rings))
+            coords, ring_len, poly_rings = [], [], []
+    if poly_rings:
+        parts.append(_ragged_polygons(coords, ring_len, poly_rings))
     if not values:
         return np.empty(0, dtype=object), np.zeros(0, dtype=np.int64)
+    return np.concatenate(parts), np.asarray(values, dtype=np.int64)
+
+
+def _ragged_polygons(coords: list[Any], ring_len: list[int], poly_rings: list[int]) -> Any:
     xy = np.asarray(coords, dtype=np.float64)
     offsets = (np.cumsum([0, *ring_len]), np.cumsum([0, *poly_rings]))
-    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, offsets)
-    return geoms, np.asarray(values, dtype=np.int64)
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, offsets)
 
 
 def polygonize_array(

@@ -235,7 +235,12 @@ def densify_length(grid: Grid) -> float:
 
 
 def polygon_areas_m2(
-    geoms: np.ndarray, crs: Any, *, densify: float | None = None, planar: bool = False
+    geoms: np.ndarray,
+    crs: Any,
+    *,
+    densify: float | None = None,
+    planar: bool = False,
+    local_below: float | None = None,
 ) -> np.ndarray:
     """True area (m²) of each polygon (in ``crs`` coordinates), as :func:`pixel_areas_m2`.
 
@@ -246,6 +251,11 @@ def polygon_areas_m2(
             the pixel size, a polygon of whole pixels measures exactly the sum of its pixels'
             :func:`pixel_areas_m2`.
         planar: planar areas (units converted to metres) even where the CRS is not equal-area.
+        local_below: polygons whose bounding box is at most this wide and high (CRS units)
+            are measured as their planar area times the true / planar area ratio of a
+            ``densify``-sized square at their centroid: vectorized, no densifying, and
+            within ``(L / R)² / 8`` of the exact value for a polygon of extent ``L`` (R: the
+            Earth's radius; 2 km: 1e-8). Larger polygons are measured exactly.
     """
     import shapely
 
@@ -258,6 +268,8 @@ def polygon_areas_m2(
     geographic, equal_area, unit_m = info[3], info[4], info[5]
     if not geographic and (planar or equal_area):
         return np.asarray(shapely.area(geoms), dtype=np.float64) * unit_m * unit_m
+    if local_below is not None and densify:
+        return _areas_by_ring(geoms, crs, densify, local_below, info)
     if densify:
         geoms = shapely.segmentize(geoms, densify)
     coords = shapely.get_coordinates(geoms)
@@ -266,3 +278,42 @@ def polygon_areas_m2(
     big_x, big_y = _to_cea(coords[:, 0], coords[:, 1], info)
     cea = np.column_stack([big_x - big_x.mean(), big_y - big_y.mean()])
     return np.asarray(shapely.area(shapely.set_coordinates(geoms.copy(), cea)), np.float64)
+
+
+def _area_ratio(xy: np.ndarray, h: float, info: tuple[Any, ...]) -> np.ndarray:
+    """True area (m²) per planar CRS unit² of an ``h``-sided square centred at each point."""
+    if len(xy) == 0:
+        return np.zeros(0, dtype=np.float64)
+    x, y = xy[:, 0], xy[:, 1]
+    d = h / 2.0
+    cx = np.concatenate([x - d, x + d, x + d, x - d])
+    cy = np.concatenate([y - d, y - d, y + d, y + d])
+    big_x, big_y = _to_cea(cx, cy, info)
+    n = len(x)
+    px = [big_x[i * n : (i + 1) * n] for i in range(4)]
+    py = [big_y[i * n : (i + 1) * n] for i in range(4)]
+    area = 0.5 * np.abs((px[2] - px[0]) * (py[3] - py[1]) - (px[3] - px[1]) * (py[2] - py[0]))
+    return area / (h * h)
+
+
+def _areas_by_ring(
+    geoms: np.ndarray, crs: Any, densify: float, local_below: float, info: tuple[Any, ...]
+) -> np.ndarray:
+    """Areas as the shells' minus the holes', each ring measured locally when it is small.
+
+    A large polygon of a speckled raster is mostly small holes: they go through the
+    vectorized centroid rule, and only its large rings are densified and measured exactly.
+    """
+    import shapely
+
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    rings, part = shapely.get_rings(parts, return_index=True)
+    sign = np.where(np.r_[True, part[1:] != part[:-1]], 1.0, -1.0)  # exterior first
+    polys = shapely.polygons(rings)
+    b = shapely.bounds(polys)
+    local = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) <= local_below
+    area = np.empty(len(polys), dtype=np.float64)
+    xy = shapely.get_coordinates(shapely.centroid(polys[local]))
+    area[local] = shapely.area(polys[local]) * _area_ratio(xy, densify, info)
+    area[~local] = polygon_areas_m2(polys[~local], crs, densify=densify)
+    return np.bincount(owner[part], weights=sign * area, minlength=len(geoms))

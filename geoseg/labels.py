@@ -240,22 +240,37 @@ def aligned_window(src: Grid, dst: Grid) -> Window | None:
 
 
 def read_on_grid(
-    ds: Any, band: int, grid: Grid, *, resampling: Resampling = Resampling.nearest
+    ds: Any,
+    band: int | Sequence[int],
+    grid: Grid,
+    *,
+    resampling: Resampling = Resampling.nearest,
 ) -> np.ma.MaskedArray:
-    """Band ``band`` of the open dataset ``ds`` on ``grid``, masked where there is no data.
+    """Band(s) ``band`` of the open dataset ``ds`` on ``grid``, masked where there is no data.
 
     Where the grids are aligned (:func:`aligned_window`) this is a plain windowed read;
     otherwise only the part of ``ds`` under ``grid`` is read and warped with ``resampling``.
     The mask is true at the dataset's nodata and outside its extent, so memory and I/O are
-    bounded by ``grid``, not by the dataset.
+    bounded by ``grid``, not by the dataset. A sequence of bands gives ``(bands, h, w)``,
+    read in one call (a pixel-interleaved file decompresses each block once, not per band).
     """
+    indexes = [band] if isinstance(band, int) else [int(b) for b in band]
     src_grid = Grid.from_dataset(ds)
     window = aligned_window(src_grid, grid)
     if window is not None:
-        return ds.read(band, window=window, boundless=True, masked=True)
-    dtype = ds.dtypes[band - 1]
+        out = ds.read(indexes, window=window, boundless=True, masked=True)
+    else:
+        out = _warp_bands(ds, indexes, grid, resampling)
+    return out[0] if isinstance(band, int) else out
+
+
+def _warp_bands(
+    ds: Any, indexes: list[int], grid: Grid, resampling: Resampling
+) -> np.ma.MaskedArray:
+    """The part of ``ds`` under ``grid``, warped onto it: ``(bands, h, w)``, masked."""
+    dtype = ds.dtypes[indexes[0] - 1]
     nodata = ds.nodata if ds.nodata is not None else _free_value(dtype)
-    dst = np.full(grid.shape, nodata, dtype=dtype)
+    dst = np.full((len(indexes), *grid.shape), nodata, dtype=dtype)
     left, bottom, right, top = transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21)
     src_win = _pad_clip(
         from_bounds(left, bottom, right, top, ds.transform)
@@ -267,7 +282,7 @@ def read_on_grid(
     )
     if src_win is not None:
         reproject(
-            ds.read(band, window=src_win),
+            ds.read(indexes, window=src_win),
             dst,
             src_transform=ds.window_transform(src_win),
             src_crs=ds.crs,

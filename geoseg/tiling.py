@@ -120,10 +120,15 @@ class _SceneReader:
         """
         image = np.empty((len(self.scene.bands), *grid.shape), dtype=self.scene.dtype)
         valid = np.ones(grid.shape, dtype=bool)
+        # all bands of one file in one read (a 224-band scene: one call, not 224)
+        by_path: dict[Path, list[int]] = {}
         for k, b in enumerate(self.scene.bands):
-            arr = read_on_grid(self.datasets[b.path], b.index, grid, resampling=Resampling.bilinear)
-            image[k] = arr.data
-            valid &= ~np.ma.getmaskarray(arr)
+            by_path.setdefault(b.path, []).append(k)
+        for path, ks in by_path.items():
+            indexes = [self.scene.bands[k].index for k in ks]
+            arr = read_on_grid(self.datasets[path], indexes, grid, resampling=Resampling.bilinear)
+            image[ks] = arr.data
+            valid &= ~np.ma.getmaskarray(arr).any(axis=0)
         if image.dtype.kind == "f":
             valid &= ~np.isnan(image).any(axis=0)
         return image, valid

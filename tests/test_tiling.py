@@ -436,3 +436,30 @@ def test_refusals_leave_nothing_behind(
     with pytest.raises(EmptyResultError):
         tile_scenes([scene], labels=[corner], class_column="c", out_dir=out, size=32, overlap=8)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_many_band_chips_equal_scene_pixels(
+    tmp_path: Path, raster_factory: Callable[..., Path]
+) -> None:
+    # 120 bands read in one call per file (issue 19 item 8): every band of every chip is the
+    # scene's window, per-band nodata kept; a selection in shuffled order keeps its order; a
+    # folder mixing resolutions (warped bands) reads all bands of each file at once too.
+    rng = np.random.default_rng(5)
+    data = rng.integers(1, 3000, size=(120, 40, 56)).astype("int16")
+    data[7, 5:9, :] = -1  # nodata in one band only
+    scene = raster_factory("hyper.tif", data, nodata=-1)
+    labels = _class_raster(raster_factory, (40, 56), 3)
+    picks = [120, 3, 77, 1, 4]
+    for bands, name in ((None, "all"), (picks, "picked")):
+        out = tmp_path / name
+        tile_scenes([scene], labels=[labels], out_dir=out, size=16, overlap=0, no_split=True,
+                    min_valid=0.0, min_labelled=0.0, bands=bands)  # fmt: skip
+        idx = list(range(1, 121)) if bands is None else picks
+        with rasterio.open(scene) as src:
+            for chip in sorted((out / "images").iterdir()):
+                r, c = (int(p[1:]) for p in chip.stem.split("_")[-2:])
+                win = Window(c, r, 16, 16)
+                with rasterio.open(chip) as img:
+                    assert img.count == len(idx)
+                    np.testing.assert_array_equal(img.read(), src.read(idx, window=win))
+                    np.testing.assert_array_equal(img.read_masks(), src.read_masks(idx, window=win))

@@ -70,18 +70,16 @@ def test_blocked_equals_whole_raster(
     processes: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import concurrent.futures
-
     import geoseg.vectorize as gv
 
     pools: list[int] = []
+    make_pool = gv._make_pool
 
-    class CountingPool(concurrent.futures.ProcessPoolExecutor):
-        def __init__(self, max_workers: int, **kw: Any) -> None:
-            pools.append(max_workers)
-            super().__init__(max_workers, **kw)
+    def counting_pool(n: int) -> Any:
+        pools.append(n)
+        return make_pool(n)
 
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(gv, "_make_pool", counting_pool)
     if processes:  # large-raster path on a small raster: rows of blocks on 2 worker processes
         monkeypatch.setattr(gv, "PROCESS_MIN_PIXELS", 0)
     with rasterio.open(classes_tif) as ds:
@@ -278,3 +276,80 @@ def test_cdl_areas_exact_and_valid(shared_data: Path, tmp_path: Path) -> None:
         want = px_ha[m & (a == cid)].sum()
         # edges split every 30 m (10 pixels): within 1e-6 of the pixels' true areas
         assert abs(got[cid] - want) / want < 1e-6
+
+
+def speckle(shape: tuple[int, int], seed: int = 0, sigma: float = 1.2) -> np.ndarray:
+    """A thresholded smoothed-noise field: 3 classes of speckle, classes 1..3, uint8."""
+    rng = np.random.default_rng(seed)
+    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+    return (np.digitize(f, np.quantile(f, [0.6, 0.85])) + 1).astype("uint8")
+
+
+@pytest.mark.parametrize(("seed", "sigma", "min_px"), [(4, 0.8, 5), (3, 0.8, 9), (5, 1.2, 25)])
+def test_min_area_is_gdal_sieve_across_seams(
+    raster_factory: Callable[..., Path], tmp_path: Path, seed: int, sigma: float, min_px: int
+) -> None:
+    # issue 19 item 3: the sieve is GDAL's, and a region crossing a block seam is measured
+    # whole: vectorize(min_area) rasterized back == rasterio's sieve of the whole raster
+    # (these cases differ from the previous order-independent rule by 6 to 31 pixels)
+    from rasterio.features import sieve as gdal_sieve
+
+    a = speckle((96, 90), seed=seed, sigma=sigma)
+    a[40:47, 10:30] = 0  # nodata: never a neighbour, left alone
+    valid = a != 0
+    src = raster_factory(f"speckle{min_px}.tif", a[None], nodata=0)
+    want = np.where(valid, gdal_sieve(a, min_px, mask=valid, connectivity=4), 0)
+    # the case matters: small regions cross the 16-row seams and are sieved there
+    lab, n = ndimage.label(valid & (want != a))
+    rows = [np.unique(np.nonzero(lab == i)[0] // 16) for i in range(1, n + 1)]
+    assert sum(len(r) > 1 for r in rows) >= 1
+    out = tmp_path / "s.fgb"
+    vectorize(src, out, block_size=16, min_area=min_px)
+    gdf = read(out)
+    back = rasterize(zip(gdf.geometry, gdf["class_id"], strict=True), out_shape=a.shape,
+                     transform=TRANSFORM, fill=0, dtype="uint8")  # fmt: skip
+    np.testing.assert_array_equal(back, want)
+    np.testing.assert_array_equal(sieve(a, min_px, mask=valid), want)
+    # unsieved, the speckle's polygons rasterized back are the class raster
+    vectorize(src, tmp_path / "all.fgb", block_size=16)
+    gdf = read(tmp_path / "all.fgb")
+    back = rasterize(zip(gdf.geometry, gdf["class_id"], strict=True), out_shape=a.shape,
+                     transform=TRANSFORM, fill=0, dtype="uint8")  # fmt: skip
+    np.testing.assert_array_equal(back, a)
+
+
+def test_ctrl_c_stops_within_two_seconds_without_output(
+    raster_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    # issue 19 item 3: Ctrl-C (SIGINT to the process group, as a terminal sends it) during a
+    # sieved, multi-process vectorize ends it in about a second: exit 130, no output file
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = raster_factory("big.tif", speckle((3000, 3000), sigma=1.5)[None], nodata=0)
+    out = tmp_path / "out.gpkg"
+    env = {**os.environ, "GEOSEG_PROGRESS": "0", "PYTHONPATH": str(Path(__file__).parents[1])}
+    argv = [sys.executable, "-m", "geoseg", "-q", "vectorize", str(src), "--out", str(out),
+            "--min-area", "20", "--workers", "2", "--block-size", "1000"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60 and proc.poll() is None:
+        if children.exists() and len(children.read_text().split()) >= 2:
+            break  # the worker pool is up: rows are being sieved and polygonized
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert proc.poll() is None, "vectorize ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    t1 = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert time.monotonic() - t1 < 2.0
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("out*"))

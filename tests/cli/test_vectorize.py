@@ -67,3 +67,22 @@ def test_vectorize_errors_are_one_line(raster_factory: Callable[..., Path], tmp_
         cli, ["vectorize", str(src), "-o", str(tmp_path / "o.gpkg"), "--min-area", "big"]
     )
     assert res.exit_code == 1 and "0.5ha" in res.output
+
+
+def test_vectorize_workers_import_no_torch_or_geopandas(
+    raster_factory: Callable[..., Path],
+) -> None:
+    # a spawned worker imports geoseg.vectorize and runs one row task (sieve + polygonize):
+    # neither may pull torch or geopandas (their imports would be paid per worker)
+    import subprocess
+    import sys
+
+    src = _classes(raster_factory)
+    code = (
+        "import sys; from rasterio.windows import Window; import geoseg.vectorize as gv; "
+        f"b = gv._polygonize_row({str(src)!r}, 1, [Window(0, 0, 24, 24)], (24, 24), 3); "
+        "assert len(b) == 1 and len(b[0].final); "
+        "print(','.join(m for m in ('torch', 'geopandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -112,7 +112,7 @@ def test_threads_default_follows_the_machine_and_torch() -> None:
 def test_ort_fixed_batch_suggests_a_multiple(tmp_path: Path) -> None:
     eng = OrtEngine(_onnx(_net(), tmp_path / "fixed.onnx", batch=3), threads=1)
     assert eng.batch == 3
-    assert eng.suggest_batch_size((4, 256, 256)) == 15  # 16 chips of 256 px -> 5 x 3
+    assert eng.suggest_batch_size((4, 256, 256)) == 6  # 8 chips of 256 px -> 2 x 3
 
 
 @pytest.mark.gpu

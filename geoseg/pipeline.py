@@ -37,11 +37,15 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Chip pixels per CPU batch when the batch size is not given: about 1 Mpx (four 512 px
-#: chips, sixteen 256 px chips). Measured on 2 cores (U-Net/ResNet-18, 512 px chips): one chip
-#: per pass costs about twice as much per pixel as four, and eight cost the same as four
-#: (0.85 vs 0.80 s/Mpx), while holding twice the activations and delaying the first rows.
-CPU_BATCH_PIXELS = 2**20
+#: Chip pixels per CPU batch when the batch size is not given: half a megapixel (eight 256 px
+#: chips), but at least four chips while four stay within :data:`CPU_BATCH_MAX_PIXELS` (four
+#: 512 px chips). Measured on 2 cores: U-Net/ResNet-18 with 512 px chips costs about twice as
+#: much per pixel at one chip per pass as at four (eight: the same as four); a tiny model with
+#: 256 px chips on a 20000 px wide scene peaked at 1154 MB RSS with 16 chips per pass and
+#: 992 MB with 8 (benchmarks/bench_predict.py ``scale``).
+CPU_BATCH_PIXELS = 2**19
+CPU_BATCH_MIN_CHIPS = 4
+CPU_BATCH_MAX_PIXELS = 2**20
 #: Upper bound of an automatic batch (CPU or GPU).
 MAX_AUTO_BATCH = 64
 
@@ -62,12 +66,14 @@ def cpu_count() -> int:
 def default_batch_size(chip_pixels: int, *, per_chip_bytes: int | None = None) -> int:
     """Chips per forward pass when the user gives none.
 
-    On CPU (``per_chip_bytes`` ``None``): :data:`CPU_BATCH_PIXELS` worth of chips. On a GPU,
+    On CPU (``per_chip_bytes`` ``None``): :data:`CPU_BATCH_PIXELS` worth of chips, at least
+    :data:`CPU_BATCH_MIN_CHIPS` while they fit in :data:`CPU_BATCH_MAX_PIXELS`. On a GPU,
     ``per_chip_bytes`` is the device memory one chip's forward pass needs (measured by the
     engine): as many chips as fill half the free device memory.
     """
     if per_chip_bytes is None:
-        n = CPU_BATCH_PIXELS // max(1, chip_pixels)
+        px = max(1, chip_pixels)
+        n = max(CPU_BATCH_PIXELS // px, min(CPU_BATCH_MIN_CHIPS, CPU_BATCH_MAX_PIXELS // px))
     else:
         n = _gpu_free_bytes() // 2 // max(1, per_chip_bytes)
     return int(min(MAX_AUTO_BATCH, max(1, n)))

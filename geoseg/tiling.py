@@ -121,7 +121,7 @@ class _SceneReader:
         image = np.empty((len(self.scene.bands), *grid.shape), dtype=self.scene.dtype)
         valid = np.ones(grid.shape, dtype=bool)
         # all bands of one file in one read (a 224-band scene: one call, not 224)
-        by_path: dict[Path, list[int]] = {}
+        by_path: dict[Path | str, list[int]] = {}
         for k, b in enumerate(self.scene.bands):
             by_path.setdefault(b.path, []).append(k)
         for path, ks in by_path.items():

@@ -117,8 +117,9 @@ def test_read_ahead_error_and_early_close() -> None:
 
 
 def test_default_batch_size_cpu() -> None:
-    assert default_batch_size(512 * 512) == CPU_BATCH_PIXELS // (512 * 512) == 4
-    assert default_batch_size(256 * 256) == 16
+    assert default_batch_size(256 * 256) == CPU_BATCH_PIXELS // (256 * 256) == 8
+    assert default_batch_size(512 * 512) == 4  # at least four chips up to 1 Mpx
+    assert default_batch_size(1024 * 1024) == 1
     assert default_batch_size(4096 * 4096) == 1
     assert default_batch_size(16 * 16) == MAX_AUTO_BATCH
 

@@ -57,7 +57,7 @@ def _floats(value: str | None, what: str) -> list[float] | None:
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Chips per forward pass [default: about 1 Mpx of chips on CPU, half the free memory on a GPU].",
+    help="Chips per forward pass [default: 0.5-1 Mpx of chips on CPU, half the free memory on a GPU].",
 )
 @click.option(
     "--probabilities",

@@ -203,7 +203,7 @@ class TorchEngine:
         """Chips per batch for ``chip`` ``(bands, h, w)``.
 
         On CUDA, measured to fill half the free memory
-        (:func:`geoseg.pipeline.default_batch_size`); on CPU, about 1 Mpx of chips.
+        (:func:`geoseg.pipeline.default_batch_size`); on CPU, :func:`~geoseg.pipeline.default_batch_size`.
         """
         from geoseg.pipeline import default_batch_size
 
@@ -280,7 +280,7 @@ class OrtEngine:
         self.device = "cuda" if used == "CUDAExecutionProvider" else "cpu"
 
     def suggest_batch_size(self, chip: tuple[int, int, int]) -> int:
-        """Chips per batch: a multiple of the graph's fixed batch, else about 1 Mpx of chips."""
+        """Chips per batch: a multiple of the graph's fixed batch, else :func:`~geoseg.pipeline.default_batch_size`."""
         from geoseg.pipeline import default_batch_size
 
         n = default_batch_size(chip[1] * chip[2])

@@ -780,7 +780,6 @@ def _stream(
     outputs: _Outputs,
     opts: _RunOptions,
     *,
-    where: str,
     clouds: CloudMasker | None = None,
 ) -> StreamingRun:
     """Read -> infer -> blend -> write every window of the plan, in one overlapped pass.
@@ -827,7 +826,7 @@ def _stream(
                 _drive(run, chips, total=len(p.windows))
                 if run.valid_pixels == 0 and not (clouds and clouds.masked_pixels):
                     raise EmptyResultError(
-                        f"{scene}: every pixel{where} is nodata, nothing to predict; "
+                        f"{scene}: every pixel{' inside the AOI' if p.aoi is not None else ''} is nodata, nothing to predict; "
                         "check the scene's nodata value (`geoseg info`)"
                     )
                 t_close = time.perf_counter()
@@ -928,17 +927,14 @@ def predict(
         tta: ``none``, ``hflip``, ``flips`` or ``d4`` test-time augmentation (:mod:`geoseg.tta`).
         refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
         precision: torch autocast (:data:`~geoseg.runtime.engines.Precision`).
-        rows: predict only the scene rows ``[start, stop)``: the outputs are on that part of
-            the grid and equal to those rows of the whole-scene outputs, bit for bit (every
-            chip touching them is predicted and blended in the same order). The band of
-            :mod:`geoseg.parallel`; not with ``cloud_mask`` or ``vector``.
+        rows: only scene rows ``[start, stop)``, bit for bit those rows of the whole-scene
+            outputs (a band of :mod:`geoseg.parallel`; no ``cloud_mask`` nor ``vector``).
 
     Returns:
         A :class:`PredictReport` with per-stage seconds and rates.
     """
     t_start = time.perf_counter()
     _check_modes(tta, refine)
-    tune_malloc()
     outputs = _check_outputs(
         out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
     )
@@ -948,7 +944,7 @@ def predict(
         scene, bands=bands, model_bands=contract.bands, common_names=contract.common_names
     )
     scaling = {"reflectance": reflectance, "scale": scale, "offset": offset}
-    fit_scaling = {} if cloud_mask is not None and contract.input == "raw" else scaling
+    fit_scaling = {} if cloud_mask is not None and contract.input == "raw" else scaling  # clouds'
     default = model is None or str(model) == sources.DEFAULT_MODEL
     fit = _fit_scene(
         scene, contract, default=default, bands=bands, resample=resample, **fit_scaling
@@ -961,20 +957,18 @@ def predict(
         scene,
         fit,
         p,
+        opts,
         model=cloud_mask,
         mask_out=cloud_mask_out,
         bands=cloud_bands,
         scaling=scaling,
-        overlap=overlap,
-        overwrite=overwrite,
         device=device,
         threads=threads,
     )
     make_engine = functools.partial(
         sources.make_engine, contract, bundle, device=device, threads=threads, precision=precision
     )
-    where = " inside the AOI" if aoi is not None else ""
-    run = _stream(scene, make_engine, fit, p, outputs, opts, where=where, clouds=clouds)
+    run = _stream(scene, make_engine, fit, p, outputs, opts, clouds=clouds)
     return _finish(scene, outputs, fit, p, run, clouds, opts, t_start=t_start)
 
 
@@ -992,7 +986,7 @@ class _RunOptions:
 
 
 def _check_modes(tta: str, refine: str) -> None:
-    """Refuse an unknown ``tta`` or ``refine`` mode before any work."""
+    """Refuse an unknown ``tta`` or ``refine`` mode before any work; tune the allocator."""
     from geoseg.refine import REFINE_MODES
     from geoseg.tta import TTA_MODES
 
@@ -1001,6 +995,7 @@ def _check_modes(tta: str, refine: str) -> None:
             f"tta {tta!r} / refine {refine!r}: use tta {'|'.join(TTA_MODES)} "
             f"and refine {'|'.join(REFINE_MODES)}"
         )
+    tune_malloc()
 
 
 def _finish(
@@ -1028,13 +1023,12 @@ def _open_clouds(
     scene: PathLike,
     fit: SceneFit,
     p: _Plan,
+    opts: _RunOptions,
     *,
     model: str | None,
     mask_out: PathLike | None,
     bands: Sequence[str | int] | None,
     scaling: dict[str, Any],
-    overlap: int,
-    overwrite: bool,
     device: str | Any | None,
     threads: int | None,
 ) -> CloudMasker | None:
@@ -1047,11 +1041,11 @@ def _open_clouds(
         scene,
         main_indexes=fit.indexes,
         grid=p.grid,
-        overlap=overlap,
+        overlap=opts.overlap,
         model=model,
         bands=bands,
         mask_out=mask_out,
-        overwrite=overwrite,
+        overwrite=opts.overwrite,
         device=None if device is None else str(device),
         threads=threads,
         **scaling,

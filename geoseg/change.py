@@ -44,7 +44,7 @@ from geoseg.errors import (
 )
 from geoseg.grid import Grid, block_windows
 from geoseg.io.align import AlignedRaster
-from geoseg.io.atomic import atomic_outputs, check_output
+from geoseg.io.atomic import atomic_outputs
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
 
@@ -336,7 +336,11 @@ def change(
         OutputExistsError: an output exists and ``overwrite`` is false.
         EmptyResultError: no AOI polygon overlaps the map.
     """
-    out_p, vector_p, table_p = _outputs(out, vector, table if aoi else None, aoi, overwrite)
+    inputs = {"before map": before, "after map": after, "AOI": aoi}
+    inputs |= {"before mask": before_mask, "after mask": after_mask}
+    out_p, vector_p, table_p = _outputs(
+        out, vector, table if aoi else None, aoi, overwrite, inputs=inputs
+    )
 
     with contextlib.ExitStack() as stack:
         bsrc = stack.enter_context(AlignedRaster(before, grid=_grid_of(before)))
@@ -398,14 +402,24 @@ def _outputs(
     table: str | os.PathLike[str] | None,
     aoi: str | os.PathLike[str] | None,
     overwrite: bool,
+    *,
+    inputs: dict[str, str | os.PathLike[str] | None],
 ) -> tuple[Path, Path | None, Path | None]:
-    """The output paths (the AOI table defaults to ``out`` as ``.csv``), checked up front."""
+    """The output paths (the AOI table defaults to ``out`` as ``.csv``), checked up front.
+
+    All together, with their style files, against the inputs (:mod:`geoseg.io.outputs`).
+    """
+    from geoseg.io.outputs import check_outputs, class_raster_files, vector_files
+
     out_p = Path(out)
     vector_p = Path(vector) if vector is not None else None
     table_p = (Path(table) if table is not None else out_p.with_suffix(".csv")) if aoi else None
-    for p in (out_p, vector_p, table_p):
-        if p is not None:
-            check_output(p, overwrite=overwrite)
+    planned = {f"--out {out_p}": class_raster_files(out_p)}
+    if vector_p is not None:
+        planned[f"--vector {vector_p}"] = vector_files(vector_p)
+    if table_p is not None:
+        planned[f"--table {table_p}"] = [table_p]
+    check_outputs(planned, inputs=inputs, overwrite=overwrite)
     return out_p, vector_p, table_p
 
 

@@ -35,7 +35,8 @@ from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.errors import EmptyResultError
 from geoseg.grid import Grid, block_windows
-from geoseg.io.atomic import atomic_outputs, check_output
+from geoseg.io.atomic import atomic_outputs
+from geoseg.io.outputs import check_outputs
 from geoseg.log import progress
 from geoseg.metrics import ConfusionMatrix, scores_from_confusion
 
@@ -360,8 +361,11 @@ def evaluate(
     from geoseg.labels import load_labels
 
     paths = report_paths(out)
-    for p in paths.values():
-        check_output(p, overwrite=overwrite)
+    check_outputs(
+        {f"--out {out}": list(paths.values())},
+        inputs={"prediction": prediction} | _inputs("reference", reference),
+        overwrite=overwrite,
+    )
     cm = ConfusionMatrix(256)
     mapped = np.zeros(256, dtype=np.float64)  # mapped area (ha) per class id
     with open_raster(prediction) as ds:
@@ -420,6 +424,14 @@ def evaluate(
         _plot_confusion(tp, sub, names)
     log.info("evaluate: %s", report.summary().splitlines()[1])
     return report
+
+
+def _inputs(
+    role: str, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+) -> dict[str, str | os.PathLike[str] | None]:
+    """Input files by role (``reference``, ``reference 2``...) for the output check."""
+    many = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    return {role + (f" {i + 1}" if i else ""): p for i, p in enumerate(many)}
 
 
 def _class_name(cid: int, *maps: ClassMap | None) -> str:

@@ -21,7 +21,6 @@ See ``docs/predict.md`` for how the work is scheduled and why.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import threading
@@ -44,12 +43,12 @@ from geoseg.errors import (
     BandMismatchError,
     ConfigError,
     EmptyResultError,
-    GeosegError,
     ModelBundleError,
 )
 from geoseg.grid import Grid, axis_starts, check_chip_size, plan_windows
-from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
+from geoseg.io.outputs import PredictOutputs as _Outputs
+from geoseg.io.outputs import check_predict_outputs
 from geoseg.io.raster import band_validity, open_raster
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
@@ -622,39 +621,9 @@ def _provenance(
     return tags
 
 
-@dataclass(frozen=True)
-class _Outputs:
-    out: Path
-    probabilities: Path | None
-    confidence: Path | None
-    vector: PathLike | None
-
-    @property
-    def rasters(self) -> list[str]:
-        return [str(self.out)] + [str(p) for p in {self.probabilities, self.confidence} if p]
-
-
-def _check_outputs(
-    out: PathLike,
-    *,
-    probabilities: PathLike | None,
-    confidence: bool,
-    vector: PathLike | None,
-    overwrite: bool,
-) -> _Outputs:
-    """Refuse existing outputs (without ``overwrite``) before any work."""
-    out_p = check_output(out, overwrite=overwrite)
-    proba_p = check_output(probabilities, overwrite=overwrite) if probabilities else None
-    conf_p: Path | None = None
-    if confidence:
-        conf_p = proba_p or check_output(
-            out_p.with_name(out_p.stem + "_confidence.tif"), overwrite=overwrite
-        )
-    if vector is not None:
-        check_output(vector, overwrite=overwrite)
-        if importlib.util.find_spec("geoseg.vectorize") is None:
-            raise GeosegError("--vector needs geoseg.vectorize, which this install lacks")
-    return _Outputs(out_p, proba_p, conf_p, vector)
+def _model_file(model: PathLike | ModelBundle | None) -> PathLike | None:
+    """The model's file when it is one (not a bundle object or a registry name)."""
+    return model if isinstance(model, str | os.PathLike) and Path(model).is_file() else None
 
 
 def _fit_scene(
@@ -858,8 +827,14 @@ def predict(
             f"and refine {'|'.join(REFINE_MODES)}"
         )
     tune_malloc()
-    outputs = _check_outputs(
-        out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
+    outputs = check_predict_outputs(
+        out,
+        probabilities=probabilities,
+        confidence=confidence,
+        vector=vector,
+        cloud_mask_out=cloud_mask_out,
+        inputs={"scene": scene, "model": _model_file(model), "AOI": aoi},
+        overwrite=overwrite,
     )
     contract, bundle = sources.open_model(model)
     size, overlap = _chip_size(contract, size, overlap)

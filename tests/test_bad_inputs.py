@@ -930,6 +930,124 @@ CASES: list[Case] = [
 ]
 
 
+# ---- issue 19 (trust on real inputs): styled GeoPackages, outputs that are inputs, messages,
+# silent outcomes. One block, appended, so that merges with other tables stay easy.
+def _two_layers() -> Path:
+    import geopandas as gpd
+
+    p = bi.vector(IN, "two.gpkg")
+    frame = gpd.read_file(p, engine="pyogrio")
+    frame.to_file(p, layer="roads", engine="pyogrio")
+    return p
+
+
+def _change(*extra: str, out: Path = OUT / "loss.tif") -> list[str]:
+    before = bi.class_raster(IN, "t1.tif")
+    after = bi.class_raster(IN, "t2.tif", seed=1)
+    return ["change", str(before), str(after), "--from", "1", "--out", str(out), *extra]
+
+
+TRUST_CASES: list[Case] = [
+    Case(
+        "tile-styled-gpkg",
+        "tile",
+        "labels in a GeoPackage with a QGIS style (layer_styles), no --class-column: must work",
+        lambda: _tile(bi.styled_vector(IN), "--no-split"),
+        ok=True,
+        outputs=("out/chips/index.gpkg",),
+    ),
+    Case(
+        "tile-two-layers",
+        "tile",
+        "--class-column on a GeoPackage with two feature layers",
+        lambda: _tile(_two_layers(), "--class-column", "class"),
+        ("in/two.gpkg", "roads", "ogr2ogr", "drop --class-column"),
+    ),
+    Case(
+        "evaluate-styled-gpkg",
+        "evaluate",
+        "reference polygons in a styled GeoPackage (layer_styles), no --class-column: must work",
+        lambda: [
+            "evaluate",
+            str(bi.class_raster(IN, "pred.tif")),
+            "--reference",
+            str(bi.styled_vector(IN)),
+            "--out",
+            str(OUT / "eval"),
+        ],
+        ok=True,
+        outputs=("out/eval.json",),
+    ),
+    Case(
+        "predict-aoi-styled-gpkg",
+        "predict",
+        "AOI in a styled GeoPackage (layer_styles): must work",
+        lambda: _predict(bi.scene(IN), "--aoi", str(bi.styled_vector(IN, "aoi.gpkg"))),
+        ok=True,
+        outputs=("out/classes.tif",),
+    ),
+    Case(
+        "predict-out-is-scene",
+        "predict",
+        "--out names the input scene, with --overwrite (the scene is kept intact)",
+        lambda: [*_predict(bi.scene(IN))[:-1], str(IN / "scene.tif"), "--overwrite"],
+        ("in/scene.tif", "is the scene", "input"),
+    ),
+    Case(
+        "predict-vector-style-collision",
+        "predict",
+        "--out X.tif --vector X.geojson: both styles would be X.qml (nothing written)",
+        lambda: _predict(bi.scene(IN), "--vector", str(OUT / "classes.geojson")),
+        ("out/classes.qml", "--vector", "different names"),
+    ),
+    Case(
+        "predict-style-exists",
+        "predict",
+        "the output's style file out/classes.qml exists, no --overwrite (kept intact)",
+        lambda: [*_predict(bi.scene(IN))] if _existing(OUT / "classes.qml") else [],
+        ("out/classes.qml", "--overwrite"),
+    ),
+    Case(
+        "vectorize-out-is-input",
+        "vectorize",
+        "--out names the class raster itself (--format gpkg --overwrite; kept intact)",
+        lambda: [
+            "vectorize",
+            str(bi.class_raster(IN)),
+            "--out",
+            str(IN / "classes.tif"),
+            "--format",
+            "gpkg",
+            "--overwrite",
+        ],
+        ("in/classes.tif", "input"),
+    ),
+    Case(
+        "change-out-is-input",
+        "change",
+        "--out names the before map, with --overwrite (kept intact)",
+        lambda: _change("--overwrite", out=IN / "t1.tif"),
+        ("in/t1.tif", "before map"),
+    ),
+    Case(
+        "evaluate-out-is-input",
+        "evaluate",
+        "--out prefix whose .json is the reference file (kept intact)",
+        lambda: [
+            "evaluate",
+            str(bi.class_raster(IN, "pred.tif")),
+            "--reference",
+            str(bi.text_file(IN, "ref.json", "{}")),
+            "--out",
+            str(IN / "ref"),
+            "--overwrite",
+        ],
+        ("in/ref.json", "reference"),
+    ),
+]
+CASES += TRUST_CASES
+
+
 # ---- running and checking ---------------------------------------------------------------------
 def _snapshot(root: Path) -> dict[str, str]:
     out: dict[str, str] = {}

@@ -30,6 +30,7 @@ __all__ = [
     "not_a_bundle",
     "onnx_model",
     "scene",
+    "styled_vector",
     "text_file",
     "vector",
 ]
@@ -235,3 +236,19 @@ def not_a_bundle(folder: Path, name: str = "weights.pt") -> Path:
     p = folder / name
     torch.save({"weight": torch.zeros(2)}, p)
     return p
+
+
+def styled_vector(folder: Path, name: str = "styled.gpkg", **kw: Any) -> Path:
+    """:func:`vector` saved as geoseg saves vectors: a GeoPackage with a QGIS ``layer_styles``."""
+    import geopandas as gpd
+
+    from geoseg.classes import ClassMap
+    from geoseg.io.style import vector_qml
+    from geoseg.io.vector import write_vector as write_styled
+
+    src = vector(folder, "unstyled_source.gpkg", **kw)
+    frame = gpd.read_file(src, engine="pyogrio")
+    src.unlink()
+    qml = vector_qml(ClassMap.from_names(list(CLASSES)), attribute="class")
+    write_styled(frame, folder / name, qml=qml)
+    return folder / name

@@ -9,8 +9,8 @@ each pixel of BEFORE's grid:
   before and in ``from`` after);
 * ``0`` stable; ``255`` nodata where either date is nodata or not covered.
 
-Per-date cloud masks (``before_mask`` / ``after_mask``, e.g. the ``--cloud-mask-out`` COG of
-``geoseg predict``) mark pixels *not observed* at that date: nonzero (cloud 1, shadow 2...) or
+Per-date cloud masks (``before_mask`` / ``after_mask``, e.g. the COG of
+``geoseg predict --cloud-mask-out``) mark pixels *not observed* at that date: nonzero (cloud 1, shadow 2...) or
 nodata in the mask. Those pixels are nodata in the change map, never loss or gain, and are
 counted apart (``unobserved_pixels``, ``unobserved_ha``). Class maps whose clouds are already
 nodata (``geoseg predict --cloud-mask``) need no mask: nodata is never change.

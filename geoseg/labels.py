@@ -326,7 +326,10 @@ def load_labels(
         paths = [paths]
     files = [Path(p) for p in paths]
     if not files:
-        raise LabelError("no label files given; pass --labels FILE (vectors or a class raster)")
+        raise LabelError(
+            "no label files given; pass label files (vectors or a class raster): "
+            "tile --labels FILE, evaluate --reference FILE"
+        )
     for f in files:
         if not f.exists():
             raise InputFileNotFoundError(f"{f}: no such label file; check the path")
@@ -575,7 +578,7 @@ def _load_raster(path: Path, classes: ClassMap | None) -> RasterLabels:
         if missing:
             raise LabelError(
                 f"{path}: holds class values {missing} that the class map lacks "
-                f"(ids {classes.ids}); add them to the --classes file"
+                f"(ids {classes.ids}); add them to the class map given (tile --classes FILE)"
             )
         cmap = classes
     return RasterLabels(path, cmap, nodata=nodata, src_grid=grid)

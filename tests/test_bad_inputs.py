@@ -371,7 +371,7 @@ CASES: list[Case] = [
         lambda: _predict(
             bi.scene(IN, "two.tif", count=2, descriptions=["B2", "B3"]), model=bi.onnx_model(IN)
         ),
-        ("in/two.tif", "expects 3", "--bands"),
+        ("in/two.tif", "expects 3", "a scene with all of them"),
     ),
     Case(
         "predict-clouds-extra-missing",
@@ -941,6 +941,10 @@ def _two_layers() -> Path:
     return p
 
 
+def _floats() -> np.ndarray:
+    return np.random.default_rng(0).random((3, 40, 48)).astype("float32")
+
+
 def _change(*extra: str, out: Path = OUT / "loss.tif") -> list[str]:
     before = bi.class_raster(IN, "t1.tif")
     after = bi.class_raster(IN, "t2.tif", seed=1)
@@ -1044,6 +1048,39 @@ TRUST_CASES: list[Case] = [
         ],
         ("in/ref.json", "reference"),
     ),
+    Case(
+        "predict-default-model-all-problems",
+        "predict",
+        "default model, a 3-band float32 20 m scene: bands, dtype and pixel size in one line",
+        lambda: [
+            "predict",
+            str(bi.scene(IN, "f3.tif", data=_floats(), transform=Affine(20, 0, 5e5, 0, -20, 5e6))),
+            "--out",
+            str(OUT / "classes.tif"),
+        ],
+        ("in/f3.tif", "3 problems", "a scene with all of them", "-ot Byte -scale", "--resample"),
+    ),
+    Case(
+        "predict-bands-repeated",
+        "predict",
+        "--bands 1,1,1 (one scene band for every model band)",
+        lambda: _predict(bi.scene(IN), "--bands", "1,1,1"),
+        ("--bands 1,1,1", "more than once"),
+    ),
+    Case(
+        "predict-device-missing",
+        "predict",
+        "--device cuda:99 (no such GPU): one line, no torch traceback",
+        lambda: _predict(bi.scene(IN), "--device", "cuda:99"),
+        ("--device cuda:99",),
+    ),
+    Case(
+        "predict-not-georeferenced",
+        "predict",
+        "a scene with no georeferencing at all: no rasterio warning before the error",
+        lambda: _predict(bi.scene(IN, "plain.tif", crs=None, transform=Affine.identity())),
+        ("in/plain.tif", "CRS"),
+    ),
 ]
 CASES += TRUST_CASES
 
@@ -1135,6 +1172,11 @@ def _hidden(packages: tuple[str, ...]) -> Iterator[None]:
         importlib.util.find_spec = real
 
 
+def _click_usage(line: str) -> bool:
+    """The usage lines click prints with an option value it rejects (exit 2)."""
+    return line.startswith(("Usage: ", "Try '"))
+
+
 def check_case(case: Case, o: Outcome) -> None:
     """Assert the contract of ``case`` on its outcome."""
     assert "Traceback" not in o.output, o.output
@@ -1142,8 +1184,10 @@ def check_case(case: Case, o: Outcome) -> None:
     assert not temps, f"temporary files left: {temps}"
     lost = {f for f, h in o.before.items() if o.after.get(f) != h}
     assert not lost, f"existing files changed or lost: {sorted(lost)}"
+    lines = [ln for ln in o.output.splitlines() if ln.strip()]
     if case.ok:
         assert o.exit_code == 0, o.output
+        assert not lines, f"-q printed more than errors:\n{o.output}"
         missing = [f for f in case.outputs if f not in o.after]
         assert not missing, f"outputs missing: {missing}\n{o.output}"
         return
@@ -1151,6 +1195,9 @@ def check_case(case: Case, o: Outcome) -> None:
     new = sorted(set(o.after) - set(o.before))
     assert not new, f"new files after a failure: {new}\n{o.output}"
     assert len(o.error_lines) == 1, f"expected one 'Error: ' line:\n{o.output}"
+    if case.fsize is None:  # (a full disk: libtiff prints its own line from C)
+        extra = [ln for ln in lines if ln not in o.error_lines and not _click_usage(ln)]
+        assert not extra, f"-q printed more than the error (warnings?):\n{o.output}"
     for m in case.mentions:
         assert m in o.message, f"{m!r} not in {o.message!r}"
 

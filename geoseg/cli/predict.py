@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli.options import json_opt, overlap_opt, overwrite_opt, size_opt
+from geoseg.cli.options import json_opt, overlap_opt, overwrite_opt, result, size_opt
 
 AUTO = "__auto__"
 #: geoseg.tta.TTA_MODES and geoseg.refine.REFINE_MODES (spelled out: the CLI starts light).
@@ -235,4 +235,4 @@ def predict(
     d = report.to_dict()
     if report_path:
         Path(report_path).write_text(json.dumps(d, indent=2) + "\n")
-    click.echo(json.dumps(d, indent=2) if as_json else report.summary())
+    result(json.dumps(d, indent=2) if as_json else report.summary(), always=as_json)

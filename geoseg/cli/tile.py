@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli.options import overlap_opt, overwrite_opt, size_opt
+from geoseg.cli.options import overlap_opt, overwrite_opt, result, size_opt
 
 
 def _floats(value: str) -> tuple[float, ...]:
@@ -133,4 +133,4 @@ def tile(
         seed=seed,
         overwrite=overwrite,
     )
-    click.echo(report.summary())
+    result(report.summary())

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 def test_train_cli_tiny_model(tmp_path: Path) -> None:
     scene, labels = make_scene(tmp_path)
     out = tmp_path / "model.pt"
-    args = ["--quiet", "train", "--scene", str(scene), "--labels", str(labels), "--model", "unet"]
+    args = ["train", "--scene", str(scene), "--labels", str(labels), "--model", "unet"]
     args += ["--encoder", "mobilenet_v2", "--epochs", "1", "--steps", "2", "--batch-size", "2"]
     args += ["--size", "32", "--out", str(out)]
     r = CliRunner().invoke(cli, args)

@@ -188,6 +188,17 @@ class EvaluationReport:
         """Cohen's kappa."""
         return float(self.scores["kappa"])
 
+    @property
+    def one_class_note(self) -> str | None:
+        """A warning when prediction and reference hold one class: the scores mean nothing."""
+        if len(self.class_ids) != 1:
+            return None
+        return (
+            f"warning: only one class ({self.class_names[0]}) in the prediction and the "
+            "reference, so mIoU and accuracy are trivially 1; evaluate against a reference "
+            "with more classes"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (NaN becomes null)."""
         return _nan_to_none(
@@ -199,6 +210,7 @@ class EvaluationReport:
                     for i, n in zip(self.class_ids, self.class_names, strict=True)
                 ],
                 "pixels_compared": self.pixels_compared,
+                "warning": self.one_class_note,
                 "confusion_matrix": {
                     "rows": "reference",
                     "columns": "prediction",
@@ -220,6 +232,7 @@ class EvaluationReport:
         return "\n".join(
             [
                 f"{self.pixels_compared} pixels compared, {len(self.class_ids)} classes",
+                *([self.one_class_note] if self.one_class_note else []),
                 f"pixel accuracy {self.pixel_accuracy:.4f}  mIoU {self.miou:.4f}  "
                 f"fwIoU {self.scores['fwiou']:.4f}  kappa {self.kappa:.4f}",
                 f"area-adjusted overall accuracy {aa['overall_accuracy']:.4f} "
@@ -422,6 +435,8 @@ def evaluate(
         tj.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         tm.write_text(report.to_markdown())
         _plot_confusion(tp, sub, names)
+    if report.one_class_note:
+        log.warning("%s: %s", prediction, report.one_class_note)
     log.info("evaluate: %s", report.summary().splitlines()[1])
     return report
 

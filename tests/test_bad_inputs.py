@@ -1081,6 +1081,20 @@ TRUST_CASES: list[Case] = [
         lambda: _predict(bi.scene(IN, "plain.tif", crs=None, transform=Affine.identity())),
         ("in/plain.tif", "CRS"),
     ),
+    Case(
+        "train-resume-no-checkpoint",
+        "train",
+        "--resume with no checkpoint of an interrupted run (used to start over silently)",
+        lambda: [
+            "train",
+            "--chips",
+            str(_folder(IN / "chips")),
+            "--out",
+            str(OUT / "model.pt"),
+            "--resume",
+        ],
+        ("out/model.ckpt", "drop --resume"),
+    ),
 ]
 CASES += TRUST_CASES
 

@@ -261,6 +261,9 @@ class _Aoi:
 def _read_aoi(path: str | os.PathLike[str], name_column: str, grid: Grid) -> _Aoi:
     p = Path(path)
     frame = read_polygons(p, what="AOI")
+    if name_column not in frame.columns and name_column == "name":  # the default: row numbers
+        log.warning("%s: no 'name' column; the AOIs are named by row number (1, 2, ...)", p)
+        frame = frame.assign(name=[str(i) for i in range(1, len(frame) + 1)])
     if name_column not in frame.columns:
         cols = [c for c in frame.columns if c != "geometry"]
         raise VectorReadError(

@@ -1095,6 +1095,14 @@ TRUST_CASES: list[Case] = [
         ],
         ("out/model.ckpt", "drop --resume"),
     ),
+    Case(
+        "change-aoi-no-name-column",
+        "change",
+        "AOI polygons without a `name` column: must work (AOIs named by row number)",
+        lambda: _change("--aoi", str(bi.vector(IN, "aoi.gpkg"))),
+        ok=True,
+        outputs=("out/loss.tif", "out/loss.csv"),
+    ),
 ]
 CASES += TRUST_CASES
 

@@ -473,6 +473,15 @@ def _load_vectors(
         crs=crs,
     )
     merged = merged[~(merged.geometry.isna() | merged.geometry.is_empty)]
+    unclassed = int((merged["_class_id"] == IGNORE_INDEX).sum())
+    if unclassed:
+        log.warning(
+            "%s: %d of %d feature(s) have no class in %r and are not used as labels",
+            ", ".join(w for _, w in parts),
+            unclassed,
+            len(merged),
+            class_column,
+        )
     merged = merged[merged["_class_id"] != IGNORE_INDEX].reset_index(drop=True)
     invalid = ~merged.geometry.is_valid
     if invalid.any():

@@ -1103,6 +1103,24 @@ TRUST_CASES: list[Case] = [
         ok=True,
         outputs=("out/loss.tif", "out/loss.csv"),
     ),
+    Case(
+        "run-aoi-land-cover",
+        "run",
+        "an `aoi` key in a land-cover workflow (predict only; it used to be ignored)",
+        lambda: (
+            [
+                *_workflow("""\
+             output: ../out
+             scenes: [scene.tif]
+             stages: [predict]
+             aoi: aoi.gpkg
+             """),
+            ]
+            if bi.vector(IN, "aoi.gpkg")
+            else []
+        ),
+        ("in/workflow.yaml", "'aoi' is used by the change stage only"),
+    ),
 ]
 CASES += TRUST_CASES
 

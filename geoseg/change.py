@@ -9,8 +9,8 @@ each pixel of BEFORE's grid:
   before and in ``from`` after);
 * ``0`` stable; ``255`` nodata where either date is nodata or not covered.
 
-Per-date cloud masks (``before_mask`` / ``after_mask``, e.g. the ``--cloud-mask-out`` COG of
-``geoseg predict``) mark pixels *not observed* at that date: nonzero (cloud 1, shadow 2...) or
+Per-date cloud masks (``before_mask`` / ``after_mask``, e.g. the COG of
+``geoseg predict --cloud-mask-out``) mark pixels *not observed* at that date: nonzero (cloud 1, shadow 2...) or
 nodata in the mask. Those pixels are nodata in the change map, never loss or gain, and are
 counted apart (``unobserved_pixels``, ``unobserved_ha``). Class maps whose clouds are already
 nodata (``geoseg predict --cloud-mask``) need no mask: nodata is never change.
@@ -44,7 +44,7 @@ from geoseg.errors import (
 )
 from geoseg.grid import Grid, block_windows
 from geoseg.io.align import AlignedRaster
-from geoseg.io.atomic import atomic_outputs, check_output
+from geoseg.io.atomic import atomic_outputs
 from geoseg.io.vector import read_polygons
 from geoseg.log import progress
 
@@ -261,6 +261,9 @@ class _Aoi:
 def _read_aoi(path: str | os.PathLike[str], name_column: str, grid: Grid) -> _Aoi:
     p = Path(path)
     frame = read_polygons(p, what="AOI")
+    if name_column not in frame.columns and name_column == "name":  # the default: row numbers
+        log.warning("%s: no 'name' column; the AOIs are named by row number (1, 2, ...)", p)
+        frame = frame.assign(name=[str(i) for i in range(1, len(frame) + 1)])
     if name_column not in frame.columns:
         cols = [c for c in frame.columns if c != "geometry"]
         raise VectorReadError(
@@ -336,7 +339,11 @@ def change(
         OutputExistsError: an output exists and ``overwrite`` is false.
         EmptyResultError: no AOI polygon overlaps the map.
     """
-    out_p, vector_p, table_p = _outputs(out, vector, table if aoi else None, aoi, overwrite)
+    inputs = {"before map": before, "after map": after, "AOI": aoi}
+    inputs |= {"before mask": before_mask, "after mask": after_mask}
+    out_p, vector_p, table_p = _outputs(
+        out, vector, table if aoi else None, aoi, overwrite, inputs=inputs
+    )
 
     with contextlib.ExitStack() as stack:
         inp = _open_inputs(
@@ -492,14 +499,24 @@ def _outputs(
     table: str | os.PathLike[str] | None,
     aoi: str | os.PathLike[str] | None,
     overwrite: bool,
+    *,
+    inputs: dict[str, str | os.PathLike[str] | None],
 ) -> tuple[Path, Path | None, Path | None]:
-    """The output paths (the AOI table defaults to ``out`` as ``.csv``), checked up front."""
+    """The output paths (the AOI table defaults to ``out`` as ``.csv``), checked up front.
+
+    All together, with their style files, against the inputs (:mod:`geoseg.io.outputs`).
+    """
+    from geoseg.io.outputs import check_outputs, class_raster_files, vector_files
+
     out_p = Path(out)
     vector_p = Path(vector) if vector is not None else None
     table_p = (Path(table) if table is not None else out_p.with_suffix(".csv")) if aoi else None
-    for p in (out_p, vector_p, table_p):
-        if p is not None:
-            check_output(p, overwrite=overwrite)
+    planned = {f"--out {out_p}": class_raster_files(out_p)}
+    if vector_p is not None:
+        planned[f"--vector {vector_p}"] = vector_files(vector_p)
+    if table_p is not None:
+        planned[f"--table {table_p}"] = [table_p]
+    check_outputs(planned, inputs=inputs, overwrite=overwrite)
     return out_p, vector_p, table_p
 
 

@@ -35,7 +35,8 @@ from geoseg.area import pixel_area_m2, pixel_areas_m2
 from geoseg.classes import IGNORE_INDEX, ClassMap
 from geoseg.errors import EmptyResultError
 from geoseg.grid import Grid, block_windows
-from geoseg.io.atomic import atomic_outputs, check_output
+from geoseg.io.atomic import atomic_outputs
+from geoseg.io.outputs import check_outputs
 from geoseg.log import progress
 from geoseg.metrics import ConfusionMatrix, scores_from_confusion
 
@@ -202,6 +203,17 @@ class EvaluationReport:
         """Cohen's kappa."""
         return float(self.scores["kappa"])
 
+    @property
+    def one_class_note(self) -> str | None:
+        """A warning when prediction and reference hold one class: the scores mean nothing."""
+        if len(self.class_ids) != 1:
+            return None
+        return (
+            f"warning: only one class ({self.class_names[0]}) in the prediction and the "
+            "reference, so mIoU and accuracy are trivially 1; evaluate against a reference "
+            "with more classes"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (NaN becomes null)."""
         return _nan_to_none(
@@ -213,6 +225,7 @@ class EvaluationReport:
                     for i, n in zip(self.class_ids, self.class_names, strict=True)
                 ],
                 "pixels_compared": self.pixels_compared,
+                "warning": self.one_class_note,
                 "confusion_matrix": {
                     "rows": "reference",
                     "columns": "prediction",
@@ -234,6 +247,7 @@ class EvaluationReport:
         return "\n".join(
             [
                 f"{self.pixels_compared} pixels compared, {len(self.class_ids)} classes",
+                *([self.one_class_note] if self.one_class_note else []),
                 f"pixel accuracy {self.pixel_accuracy:.4f}  mIoU {self.miou:.4f}  "
                 f"fwIoU {self.scores['fwiou']:.4f}  kappa {self.kappa:.4f}",
                 f"area-adjusted overall accuracy {aa['overall_accuracy']:.4f} "
@@ -372,8 +386,11 @@ def evaluate(
         EmptyResultError: no pixel has both a prediction and a reference.
     """
     paths = report_paths(out)
-    for p in paths.values():
-        check_output(p, overwrite=overwrite)
+    check_outputs(
+        {f"--out {out}": list(paths.values())},
+        inputs={"prediction": prediction} | _inputs("reference", reference),
+        overwrite=overwrite,
+    )
     acc = _accumulate(prediction, reference, class_column=class_column)
     grid, mapped, pred_classes, labels = acc.grid, acc.mapped, acc.pred_classes, acc.labels
     full = acc.confusion.matrix
@@ -405,8 +422,18 @@ def evaluate(
         tj.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         tm.write_text(report.to_markdown())
         _plot_confusion(tp, sub, names)
+    if report.one_class_note:
+        log.warning("%s: %s", prediction, report.one_class_note)
     log.info("evaluate: %s", report.summary().splitlines()[1])
     return report
+
+
+def _inputs(
+    role: str, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+) -> dict[str, str | os.PathLike[str] | None]:
+    """Input files by role (``reference``, ``reference 2``...) for the output check."""
+    many = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    return {role + (f" {i + 1}" if i else ""): p for i, p in enumerate(many)}
 
 
 def _class_name(cid: int, *maps: ClassMap | None) -> str:

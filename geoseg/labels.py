@@ -48,11 +48,10 @@ from geoseg.errors import (
     CRSError,
     InputFileNotFoundError,
     LabelError,
-    VectorReadError,
 )
 from geoseg.grid import Grid
 from geoseg.io.raster import check_grid, open_raster
-from geoseg.io.vector import PARQUET_SUFFIXES, read_vector
+from geoseg.io.vector import PARQUET_SUFFIXES, read_vector, spatial_layers
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -341,7 +340,10 @@ def load_labels(
         paths = [paths]
     files = [Path(p) for p in paths]
     if not files:
-        raise LabelError("no label files given; pass --labels FILE (vectors or a class raster)")
+        raise LabelError(
+            "no label files given; pass label files (vectors or a class raster): "
+            "tile --labels FILE, evaluate --reference FILE"
+        )
     for f in files:
         if not f.exists():
             raise InputFileNotFoundError(f"{f}: no such label file; check the path")
@@ -411,16 +413,21 @@ def _common_prefix(strings: Sequence[str]) -> str:
 def _layers(path: Path) -> list[str | None]:
     if path.suffix.lower() in _PARQUET:
         return [None]
-    import pyogrio
-
-    try:
-        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
-    except Exception as exc:
-        raise VectorReadError(
-            f"{path}: cannot be read as vector data ({str(exc)[:200]}); "
-            "re-export it as GeoPackage or GeoJSON"
-        ) from exc
+    layers = spatial_layers(path)  # a GeoPackage's layer_styles table is no class
     return list(layers) if len(layers) > 1 else [None]
+
+
+def _one_layer(path: Path, class_column: str) -> str | None:
+    """The one feature layer read with a class column; several are refused with the fix."""
+    layers = _layers(path)
+    if len(layers) > 1:
+        names = ", ".join(str(n) for n in layers)
+        raise LabelError(
+            f"{path}: has {len(layers)} layers with geometries ({names}); with --class-column "
+            f"{class_column} the labels are one layer: keep it (`ogr2ogr one{path.suffix} {path} "
+            f"{layers[0]}`), or drop --class-column to make each layer one class"
+        )
+    return layers[0]
 
 
 def _load_vectors(
@@ -432,7 +439,7 @@ def _load_vectors(
     parts: list[Any] = []  # (frame, source name)
     stems: list[str] = []
     for f in files:
-        layers = _layers(f) if class_column is None else [None]
+        layers = _layers(f) if class_column is None else [_one_layer(f, class_column)]
         for layer in layers:
             frame = read_vector(f, layer=layer)
             where = f"{f}" + (f" (layer {layer})" if layer else "")
@@ -480,6 +487,15 @@ def _load_vectors(
         crs=crs,
     )
     merged = merged[~(merged.geometry.isna() | merged.geometry.is_empty)]
+    unclassed = int((merged["_class_id"] == IGNORE_INDEX).sum())
+    if unclassed:
+        log.warning(
+            "%s: %d of %d feature(s) have no class in %r and are not used as labels",
+            ", ".join(w for _, w in parts),
+            unclassed,
+            len(merged),
+            class_column,
+        )
     merged = merged[merged["_class_id"] != IGNORE_INDEX].reset_index(drop=True)
     invalid = ~merged.geometry.is_valid
     if invalid.any():
@@ -580,7 +596,7 @@ def _load_raster(path: Path, classes: ClassMap | None) -> RasterLabels:
         if missing:
             raise LabelError(
                 f"{path}: holds class values {missing} that the class map lacks "
-                f"(ids {classes.ids}); add them to the --classes file"
+                f"(ids {classes.ids}); add them to the class map given (tile --classes FILE)"
             )
         cmap = classes
     return RasterLabels(path, cmap, nodata=nodata, src_grid=grid)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import logging
 import os
 import threading
@@ -44,12 +43,12 @@ from geoseg.errors import (
     BandMismatchError,
     ConfigError,
     EmptyResultError,
-    GeosegError,
     ModelBundleError,
 )
 from geoseg.grid import Grid, axis_starts, check_chip_size, plan_windows
-from geoseg.io.atomic import check_output
 from geoseg.io.cog import CogWriter
+from geoseg.io.outputs import PredictOutputs as _Outputs
+from geoseg.io.outputs import check_predict_outputs
 from geoseg.io.raster import band_validity, open_raster
 from geoseg.io.scene import scene_source
 from geoseg.io.vector import read_polygons
@@ -673,39 +672,9 @@ def _provenance(
     return tags
 
 
-@dataclass(frozen=True)
-class _Outputs:
-    out: Path
-    probabilities: Path | None
-    confidence: Path | None
-    vector: PathLike | None
-
-    @property
-    def rasters(self) -> list[str]:
-        return [str(self.out)] + [str(p) for p in {self.probabilities, self.confidence} if p]
-
-
-def _check_outputs(
-    out: PathLike,
-    *,
-    probabilities: PathLike | None,
-    confidence: bool,
-    vector: PathLike | None,
-    overwrite: bool,
-) -> _Outputs:
-    """Refuse existing outputs (without ``overwrite``) before any work."""
-    out_p = check_output(out, overwrite=overwrite)
-    proba_p = check_output(probabilities, overwrite=overwrite) if probabilities else None
-    conf_p: Path | None = None
-    if confidence:
-        conf_p = proba_p or check_output(
-            out_p.with_name(out_p.stem + "_confidence.tif"), overwrite=overwrite
-        )
-    if vector is not None:
-        check_output(vector, overwrite=overwrite)
-        if importlib.util.find_spec("geoseg.vectorize") is None:
-            raise GeosegError("--vector needs geoseg.vectorize, which this install lacks")
-    return _Outputs(out_p, proba_p, conf_p, vector)
+def _model_file(model: PathLike | ModelBundle | None) -> PathLike | None:
+    """The model's file when it is one (not a bundle object or a registry name)."""
+    return model if isinstance(model, str | os.PathLike) and Path(model).is_file() else None
 
 
 def _fit_scene(
@@ -899,7 +868,7 @@ def predict(
     precision: Precision = "auto",
     rows: tuple[int, int] | None = None,
 ) -> PredictReport:
-    """Segment ``scene`` with a model into a styled class COG at ``out`` (``docs/predict.md``).
+    """Segment ``scene`` into a styled class COG at ``out``; a :class:`PredictReport` back.
 
     Args:
         scene: a raster, a folder of band files or STAC Item/ItemCollection JSON (``io.scene``).
@@ -927,16 +896,17 @@ def predict(
         tta: ``none``, ``hflip``, ``flips`` or ``d4`` test-time augmentation (:mod:`geoseg.tta`).
         refine: ``none`` or ``crf`` (:mod:`geoseg.refine`), per chip before blending.
         precision: torch autocast (:data:`~geoseg.runtime.engines.Precision`).
-        rows: only scene rows ``[start, stop)``, bit for bit those rows of the whole-scene
-            outputs (a band of :mod:`geoseg.parallel`; no ``cloud_mask`` nor ``vector``).
-
-    Returns:
-        A :class:`PredictReport` with per-stage seconds and rates.
+        rows: only rows ``[start, stop)``, bit-equal to the whole scene's (:mod:`geoseg.parallel`).
     """
     t_start = time.perf_counter()
-    _check_modes(tta, refine)
-    outputs = _check_outputs(
-        out, probabilities=probabilities, confidence=confidence, vector=vector, overwrite=overwrite
+    outputs = check_predict_outputs(
+        out,
+        probabilities=probabilities,
+        confidence=confidence,
+        vector=vector,
+        cloud_mask_out=cloud_mask_out,
+        inputs={"scene": scene, "model": _model_file(model), "AOI": aoi},
+        overwrite=overwrite,
     )
     contract, bundle = sources.open_model(model)
     size, overlap = _chip_size(contract, size, overlap)
@@ -950,8 +920,7 @@ def predict(
         scene, contract, default=default, bands=bands, resample=resample, **fit_scaling
     )
     p = _plan_scene(scene, fit, size=size, overlap=overlap, aoi=aoi)
-    if rows is not None:
-        p = _rows_plan(p, rows, scene, refuse=cloud_mask or cloud_mask_out or vector)
+    p = _rows_plan(p, rows, scene, refuse=cloud_mask or cloud_mask_out or vector)
     opts = _RunOptions(size, overlap, batch_size, probability_dtype, overwrite, tta, refine)
     clouds = _open_clouds(
         scene,
@@ -984,9 +953,13 @@ class _RunOptions:
     tta: str
     refine: str
 
+    def __post_init__(self) -> None:
+        """Refuse an unknown ``tta`` or ``refine`` mode before any work."""
+        _check_modes(self.tta, self.refine)
+
 
 def _check_modes(tta: str, refine: str) -> None:
-    """Refuse an unknown ``tta`` or ``refine`` mode before any work; tune the allocator."""
+    """Refuse an unknown ``tta`` or ``refine`` mode; tune the allocator."""
     from geoseg.refine import REFINE_MODES
     from geoseg.tta import TTA_MODES
 
@@ -1110,8 +1083,10 @@ def _rows_grid(grid: Grid, rows: tuple[int, int]) -> Grid:
     return grid.window_grid(Window(0, rows[0], grid.width, rows[1] - rows[0]))
 
 
-def _rows_plan(p: _Plan, rows: tuple[int, int], scene: PathLike, *, refuse: Any) -> _Plan:
+def _rows_plan(p: _Plan, rows: tuple[int, int] | None, scene: PathLike, *, refuse: Any) -> _Plan:
     """The plan restricted to the windows touching ``rows`` (whole-scene weights and order)."""
+    if rows is None:
+        return p
     r0, r1 = int(rows[0]), int(rows[1])
     if refuse:
         raise ConfigError("rows= predicts a band of a scene; it takes no cloud mask or vector")

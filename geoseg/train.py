@@ -56,7 +56,7 @@ from geoseg.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, InputFileNotFoundError
 from geoseg.losses import build_loss, inverse_frequency_weights
 from geoseg.metrics import ConfusionMatrix
 from geoseg.models import Architecture, Encoder, build_model, load_encoder_weights
@@ -395,6 +395,7 @@ def train(*, config: TrainConfig) -> TrainResult:
         ConfigError: inconsistent configuration.
         LabelError: labels that do not fit the scenes.
         OutputExistsError: ``out`` exists and neither ``overwrite`` nor ``resume`` was given.
+        InputFileNotFoundError: ``resume`` without a checkpoint of an interrupted run.
     """
     from geoseg._malloc import tune_malloc
     from geoseg.io.atomic import check_output
@@ -403,7 +404,12 @@ def train(*, config: TrainConfig) -> TrainResult:
     tune_malloc()
     out = Path(config.out)
     ckpt_path = _checkpoint_path(out)
-    resuming = config.resume and ckpt_path.exists()
+    if config.resume and not ckpt_path.exists():
+        raise InputFileNotFoundError(
+            f"{ckpt_path}: no checkpoint to resume from (--resume continues an interrupted run "
+            f"of {out}); drop --resume to start a new run"
+        )
+    resuming = config.resume
     check_output(out, overwrite=config.overwrite or config.resume)
     dist = init_distributed()
     try:

@@ -713,13 +713,13 @@ def vectorize(
     Raises:
         GeosegError: unreadable raster, bad options, existing output without ``overwrite``.
     """
-    from geoseg.io.atomic import check_output
+    from geoseg.io.outputs import check_outputs
 
     t0 = time.perf_counter()
     out_p = Path(out)
     fmt = vector_format(out_p, format)
-    for p in vector_outputs(out_p, fmt):
-        check_output(p, overwrite=overwrite)
+    planned = {f"--out {out_p}": vector_outputs(out_p, fmt)}
+    check_outputs(planned, inputs={"class raster": raster}, overwrite=overwrite)
     gdf, classes, nblocks = class_polygons(
         raster,
         min_area=min_area,

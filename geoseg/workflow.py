@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from geoseg.config import StrictModel, load_yaml
 
@@ -280,6 +280,15 @@ class Workflow(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError(f"pair names must be unique, got {names}")
         return v
+
+    @model_validator(mode="after")
+    def _aoi_needs_change(self) -> Workflow:
+        if self.aoi is not None and "change" not in self.stages:
+            raise ValueError(
+                "'aoi' is used by the change stage only (per-AOI loss and gain) and would be "
+                "ignored here; remove it, or clip the scenes to the AOI before the run"
+            )
+        return self
 
     @property
     def model_path(self) -> Path:

@@ -371,7 +371,7 @@ CASES: list[Case] = [
         lambda: _predict(
             bi.scene(IN, "two.tif", count=2, descriptions=["B2", "B3"]), model=bi.onnx_model(IN)
         ),
-        ("in/two.tif", "expects 3", "--bands"),
+        ("in/two.tif", "expects 3", "a scene with all of them"),
     ),
     Case(
         "predict-clouds-extra-missing",
@@ -1025,6 +1025,201 @@ CASES: list[Case] = [
 ]
 
 
+# ---- issue 19 (trust on real inputs): styled GeoPackages, outputs that are inputs, messages,
+# silent outcomes. One block, appended, so that merges with other tables stay easy.
+def _two_layers() -> Path:
+    import geopandas as gpd
+
+    p = bi.vector(IN, "two.gpkg")
+    frame = gpd.read_file(p, engine="pyogrio")
+    frame.to_file(p, layer="roads", engine="pyogrio")
+    return p
+
+
+def _floats() -> np.ndarray:
+    return np.random.default_rng(0).random((3, 40, 48)).astype("float32")
+
+
+def _change(*extra: str, out: Path = OUT / "loss.tif") -> list[str]:
+    before = bi.class_raster(IN, "t1.tif")
+    after = bi.class_raster(IN, "t2.tif", seed=1)
+    return ["change", str(before), str(after), "--from", "1", "--out", str(out), *extra]
+
+
+TRUST_CASES: list[Case] = [
+    Case(
+        "tile-styled-gpkg",
+        "tile",
+        "labels in a GeoPackage with a QGIS style (layer_styles), no --class-column: must work",
+        lambda: _tile(bi.styled_vector(IN), "--no-split"),
+        ok=True,
+        outputs=("out/chips/index.gpkg",),
+    ),
+    Case(
+        "tile-two-layers",
+        "tile",
+        "--class-column on a GeoPackage with two feature layers",
+        lambda: _tile(_two_layers(), "--class-column", "class"),
+        ("in/two.gpkg", "roads", "ogr2ogr", "drop --class-column"),
+    ),
+    Case(
+        "evaluate-styled-gpkg",
+        "evaluate",
+        "reference polygons in a styled GeoPackage (layer_styles), no --class-column: must work",
+        lambda: [
+            "evaluate",
+            str(bi.class_raster(IN, "pred.tif")),
+            "--reference",
+            str(bi.styled_vector(IN)),
+            "--out",
+            str(OUT / "eval"),
+        ],
+        ok=True,
+        outputs=("out/eval.json",),
+    ),
+    Case(
+        "predict-aoi-styled-gpkg",
+        "predict",
+        "AOI in a styled GeoPackage (layer_styles): must work",
+        lambda: _predict(bi.scene(IN), "--aoi", str(bi.styled_vector(IN, "aoi.gpkg"))),
+        ok=True,
+        outputs=("out/classes.tif",),
+    ),
+    Case(
+        "predict-out-is-scene",
+        "predict",
+        "--out names the input scene, with --overwrite (the scene is kept intact)",
+        lambda: [*_predict(bi.scene(IN))[:-1], str(IN / "scene.tif"), "--overwrite"],
+        ("in/scene.tif", "is the scene", "input"),
+    ),
+    Case(
+        "predict-vector-style-collision",
+        "predict",
+        "--out X.tif --vector X.geojson: both styles would be X.qml (nothing written)",
+        lambda: _predict(bi.scene(IN), "--vector", str(OUT / "classes.geojson")),
+        ("out/classes.qml", "--vector", "different names"),
+    ),
+    Case(
+        "predict-style-exists",
+        "predict",
+        "the output's style file out/classes.qml exists, no --overwrite (kept intact)",
+        lambda: [*_predict(bi.scene(IN))] if _existing(OUT / "classes.qml") else [],
+        ("out/classes.qml", "--overwrite"),
+    ),
+    Case(
+        "vectorize-out-is-input",
+        "vectorize",
+        "--out names the class raster itself (--format gpkg --overwrite; kept intact)",
+        lambda: [
+            "vectorize",
+            str(bi.class_raster(IN)),
+            "--out",
+            str(IN / "classes.tif"),
+            "--format",
+            "gpkg",
+            "--overwrite",
+        ],
+        ("in/classes.tif", "input"),
+    ),
+    Case(
+        "change-out-is-input",
+        "change",
+        "--out names the before map, with --overwrite (kept intact)",
+        lambda: _change("--overwrite", out=IN / "t1.tif"),
+        ("in/t1.tif", "before map"),
+    ),
+    Case(
+        "evaluate-out-is-input",
+        "evaluate",
+        "--out prefix whose .json is the reference file (kept intact)",
+        lambda: [
+            "evaluate",
+            str(bi.class_raster(IN, "pred.tif")),
+            "--reference",
+            str(bi.text_file(IN, "ref.json", "{}")),
+            "--out",
+            str(IN / "ref"),
+            "--overwrite",
+        ],
+        ("in/ref.json", "reference"),
+    ),
+    Case(
+        "predict-default-model-all-problems",
+        "predict",
+        "default model, a 3-band float32 20 m scene: bands, dtype and pixel size in one line",
+        lambda: [
+            "predict",
+            str(bi.scene(IN, "f3.tif", data=_floats(), transform=Affine(20, 0, 5e5, 0, -20, 5e6))),
+            "--out",
+            str(OUT / "classes.tif"),
+        ],
+        ("in/f3.tif", "3 problems", "a scene with all of them", "-ot Byte -scale", "--resample"),
+    ),
+    Case(
+        "predict-bands-repeated",
+        "predict",
+        "--bands 1,1,1 (one scene band for every model band)",
+        lambda: _predict(bi.scene(IN), "--bands", "1,1,1"),
+        ("--bands 1,1,1", "more than once"),
+    ),
+    Case(
+        "predict-device-missing",
+        "predict",
+        "--device cuda:99 (no such GPU): one line, no torch traceback",
+        lambda: _predict(bi.scene(IN), "--device", "cuda:99"),
+        ("--device cuda:99",),
+    ),
+    Case(
+        "predict-not-georeferenced",
+        "predict",
+        "a scene with no georeferencing at all: no rasterio warning before the error",
+        lambda: _predict(bi.scene(IN, "plain.tif", crs=None, transform=Affine.identity())),
+        ("in/plain.tif", "CRS"),
+    ),
+    Case(
+        "train-resume-no-checkpoint",
+        "train",
+        "--resume with no checkpoint of an interrupted run (used to start over silently)",
+        lambda: [
+            "train",
+            "--chips",
+            str(_folder(IN / "chips")),
+            "--out",
+            str(OUT / "model.pt"),
+            "--resume",
+        ],
+        ("out/model.ckpt", "drop --resume"),
+    ),
+    Case(
+        "change-aoi-no-name-column",
+        "change",
+        "AOI polygons without a `name` column: must work (AOIs named by row number)",
+        lambda: _change("--aoi", str(bi.vector(IN, "aoi.gpkg"))),
+        ok=True,
+        outputs=("out/loss.tif", "out/loss.csv"),
+    ),
+    Case(
+        "run-aoi-land-cover",
+        "run",
+        "an `aoi` key in a land-cover workflow (predict only; it used to be ignored)",
+        lambda: (
+            [
+                *_workflow("""\
+             output: ../out
+             scenes: [scene.tif]
+             stages: [predict]
+             aoi: aoi.gpkg
+             """),
+            ]
+            if bi.vector(IN, "aoi.gpkg")
+            else []
+        ),
+        ("in/workflow.yaml", "'aoi' is used by the change stage only"),
+    ),
+]
+CASES += TRUST_CASES
+
+
 # ---- running and checking ---------------------------------------------------------------------
 def _snapshot(root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -1112,6 +1307,11 @@ def _hidden(packages: tuple[str, ...]) -> Iterator[None]:
         importlib.util.find_spec = real
 
 
+def _click_usage(line: str) -> bool:
+    """The usage lines click prints with an option value it rejects (exit 2)."""
+    return line.startswith(("Usage: ", "Try '"))
+
+
 def check_case(case: Case, o: Outcome) -> None:
     """Assert the contract of ``case`` on its outcome."""
     assert "Traceback" not in o.output, o.output
@@ -1119,8 +1319,10 @@ def check_case(case: Case, o: Outcome) -> None:
     assert not temps, f"temporary files left: {temps}"
     lost = {f for f, h in o.before.items() if o.after.get(f) != h}
     assert not lost, f"existing files changed or lost: {sorted(lost)}"
+    lines = [ln for ln in o.output.splitlines() if ln.strip()]
     if case.ok:
         assert o.exit_code == 0, o.output
+        assert not lines, f"-q printed more than errors:\n{o.output}"
         missing = [f for f in case.outputs if f not in o.after]
         assert not missing, f"outputs missing: {missing}\n{o.output}"
         return
@@ -1128,6 +1330,9 @@ def check_case(case: Case, o: Outcome) -> None:
     new = sorted(set(o.after) - set(o.before))
     assert not new, f"new files after a failure: {new}\n{o.output}"
     assert len(o.error_lines) == 1, f"expected one 'Error: ' line:\n{o.output}"
+    if case.fsize is None:  # (a full disk: libtiff prints its own line from C)
+        extra = [ln for ln in lines if ln not in o.error_lines and not _click_usage(ln)]
+        assert not extra, f"-q printed more than the error (warnings?):\n{o.output}"
     for m in case.mentions:
         assert m in o.message, f"{m!r} not in {o.message!r}"
 

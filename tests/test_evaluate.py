@@ -161,3 +161,24 @@ def test_real_prediction_against_landcover(
     assert rep.pixels_compared == int(both.sum())
     assert rep.pixel_accuracy == pytest.approx(float((a[both] == b[both]).mean()), abs=1e-9)
     assert rep.pixel_accuracy > 0.7  # a 40-step U-Net: well above the 0.25 of chance
+
+
+def test_one_class_says_its_scores_mean_nothing(
+    tmp_path: Path, raster_factory: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One class in prediction and reference: mIoU 1.000 is reported with a warning."""
+    ones = np.ones((8, 8), "uint8")
+    p = raster_factory("pred.tif", ones, nodata=0)
+    r_ = raster_factory("ref.tif", ones.copy(), nodata=0)
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        rep = evaluate(p, reference=r_, out=tmp_path / "rep")
+    assert rep.miou == 1.0
+    assert rep.one_class_note and "only one class" in rep.one_class_note
+    assert "only one class" in rep.summary()
+    assert json.loads((tmp_path / "rep.json").read_text())["warning"] == rep.one_class_note
+    two = ones.copy()
+    two[:4] = 2
+    rep2 = evaluate(raster_factory("p2.tif", two, nodata=0), reference=r_, out=tmp_path / "r2")
+    assert rep2.one_class_note is None

@@ -235,3 +235,26 @@ def test_real_aber_vectors_and_raster(shared_data: Path) -> None:
     # Hand-drawn water polygons agree mostly with the classifier's water.
     water = mask == 4
     assert np.mean(raw[water] == 4) > 0.9
+
+
+def test_features_without_a_class_are_counted(tmp_path: Path) -> None:
+    """Polygons with a null class are not labels, and the log says how many were left out."""
+    import logging
+
+    path = write_vector(
+        tmp_path / "labels.gpkg",
+        [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10), pixel_box(40, 0, 50, 10)],
+        kind=["water", None, "forest"],
+    )
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("geoseg.labels")
+    logger.addHandler(handler)
+    try:
+        src = load_labels([path], class_column="kind")
+    finally:
+        logger.removeHandler(handler)
+    assert [c.name for c in src.classes] == ["forest", "water"]
+    msgs = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    assert any("1 of 3 feature(s) have no class in 'kind'" in m for m in msgs), msgs

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.options import existing_path, given, json_opt, min_area_opt, overwrite_opt
+from geoseg.cli.options import existing_path, given, json_opt, min_area_opt, overwrite_opt, result
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -113,4 +113,4 @@ def change(
         overwrite=overwrite,
         **given(aoi_name_column=aoi_name_column),
     )
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    result(json.dumps(report.to_dict(), indent=2) if as_json else report.summary(), always=as_json)

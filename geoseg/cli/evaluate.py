@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.options import class_column_opt, existing_path, json_opt, overwrite_opt
+from geoseg.cli.options import class_column_opt, existing_path, json_opt, overwrite_opt, result
 
 
 @click.command()
@@ -45,4 +45,4 @@ def evaluate(
     report = run_evaluate(
         prediction, reference=reference, out=out, class_column=class_column, overwrite=overwrite
     )
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    result(json.dumps(report.to_dict(), indent=2) if as_json else report.summary(), always=as_json)

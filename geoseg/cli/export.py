@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import existing_path, overwrite_opt
+from geoseg.cli.options import existing_path, overwrite_opt, result
 
 
 @click.command("export")
@@ -67,4 +67,4 @@ def export(
         calibration=calibration,
         calibration_chips=calibration_chips,
     )
-    click.echo(f"wrote {out}")
+    result(f"wrote {out}")

@@ -40,3 +40,14 @@ def given(**options: Any) -> dict[str, Any]:
 def existing_path(**kwargs: Any) -> click.Path:
     """A click path argument type; existence is checked by the library (for one-line errors)."""
     return click.Path(dir_okay=False, **kwargs)
+
+
+def result(text: str, *, always: bool = False) -> None:
+    """Print a command's result lines, except under ``-q`` (errors only) unless ``always``.
+
+    ``always`` is for output asked for explicitly (``--json``).
+    """
+    ctx = click.get_current_context(silent=True)
+    quiet = ctx is not None and (ctx.find_root().obj or {}).get("verbosity", 0) < 0
+    if always or not quiet:
+        click.echo(text)

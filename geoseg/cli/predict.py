@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from geoseg.cli.options import json_opt, overlap_opt, overwrite_opt, size_opt
+from geoseg.cli.options import json_opt, overlap_opt, overwrite_opt, result, size_opt
 
 if TYPE_CHECKING:
     from geoseg.parallel import ParallelReport
@@ -292,7 +292,7 @@ def predict(
 def _echo(d: dict[str, object], summary: str, report_path: str | None, as_json: bool) -> None:
     if report_path:
         Path(report_path).write_text(json.dumps(d, indent=2) + "\n")
-    click.echo(json.dumps(d, indent=2) if as_json else summary)
+    result(json.dumps(d, indent=2) if as_json else summary, always=as_json)
 
 
 def _refuse_in_bands(*, resample: bool, cloud_mask: object) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from geoseg.cli.options import result
+
 
 @click.command(name="run")
 @click.argument("workflow", type=click.Path(dir_okay=False))
@@ -50,8 +52,11 @@ def run_workflow(
     """
     from geoseg.batch import run_workflow as run
 
+    quiet = (ctx.find_root().obj or {}).get("verbosity", 0) < 0
+
     def say(msg: str) -> None:
-        click.echo(msg, err=True)
+        if not quiet:  # progress lines; -q: errors only
+            click.echo(msg, err=True)
 
     report = run(
         workflow,
@@ -61,12 +66,12 @@ def run_workflow(
         resume=resume,
         echo=say,
     )
-    click.echo(
+    result(
         f"{report.workflow}: {len(report.done)} done, {len(report.skipped)} skipped, "
         f"{len(report.failed)} failed in {report.seconds:.1f} s -> {report.output}"
     )
     for kind, path in report.summary.items():
-        click.echo(f"  {kind}: {path}")
+        result(f"  {kind}: {path}")
     for uid, reason in report.failed.items():
         click.echo(f"FAILED {uid}: {reason}", err=True)
     if report.failed:

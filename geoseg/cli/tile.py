@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli.options import class_column_opt, given, overlap_opt, overwrite_opt, size_opt
+from geoseg.cli.options import class_column_opt, given, overlap_opt, overwrite_opt, result, size_opt
 
 
 def _floats(value: str) -> tuple[float, ...]:
@@ -134,4 +134,4 @@ def tile(
             seed=seed,
         ),
     )
-    click.echo(report.summary())
+    result(report.summary())

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from geoseg.cli.options import class_column_opt, overwrite_opt
+from geoseg.cli.options import result as print_result
 from geoseg.model_names import ARCHITECTURES, ENCODERS
 
 
@@ -141,7 +142,7 @@ def train(config_path: str | None, **opts: Any) -> None:
     for name, s in (("val", result.val), ("test", result.test)):
         if s:
             msg += f", {name} mIoU {s['miou']:.3f} FW-IoU {s['fwiou']:.3f}"
-    click.echo(
+    print_result(
         msg + f"); metrics: {Path(result.metrics_csv).name}, {Path(result.metrics_json).name}"
     )
 

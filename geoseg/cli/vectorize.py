@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.options import existing_path, given, json_opt, min_area_opt, overwrite_opt
+from geoseg.cli.options import existing_path, given, json_opt, min_area_opt, overwrite_opt, result
 from geoseg.io.vector import FORMATS
 
 
@@ -75,9 +75,9 @@ def vectorize(
         **given(block_size=block_size),
     )
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        result(json.dumps(report.to_dict(), indent=2), always=True)
         return
-    click.echo(
+    result(
         f"Wrote {report.features} polygons ({len(report.class_area_ha)} classes) to "
         f"{report.path} [{report.format}, layer {report.layer}] in {report.seconds:.1f} s"
     )

@@ -28,6 +28,7 @@ __all__ = [
     "read_polygons",
     "read_style",
     "read_vector",
+    "spatial_layers",
     "vector_format",
     "vector_outputs",
     "write_vector",
@@ -49,6 +50,9 @@ FIXED_DATE = "2000-01-01T00:00:00.000Z"
 def read_vector(path: str | os.PathLike[str], *, layer: str | None = None) -> Any:
     """A GeoDataFrame from any OGR vector file or GeoParquet.
 
+    Without ``layer``, the file's one layer with geometries (:func:`spatial_layers`: a QGIS
+    style table is not a layer); a file with several such layers is refused with their names.
+
     Raises:
         InputFileNotFoundError: no such file.
         VectorReadError: unreadable (the message says what GDAL/pyarrow said and the fix).
@@ -61,7 +65,11 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | None = None) -> An
     try:
         if p.suffix.lower() in PARQUET_SUFFIXES:
             return gpd.read_parquet(p)
+        if layer is None:
+            layer = _the_spatial_layer(p)
         return gpd.read_file(p, layer=layer, engine="pyogrio")
+    except VectorReadError:
+        raise
     except ImportError as exc:
         raise VectorReadError(
             f"{p}: reading GeoParquet needs pyarrow ({exc}); `pip install pyarrow`"
@@ -71,6 +79,47 @@ def read_vector(path: str | os.PathLike[str], *, layer: str | None = None) -> An
             f"{p}: cannot be read as vector data ({first_line(exc)}); "
             "re-export it as GeoPackage or GeoJSON"
         ) from exc
+
+
+def spatial_layers(path: str | os.PathLike[str]) -> list[str]:
+    """The names of the layers of a vector file that hold geometries, in file order.
+
+    Tables without geometry (the ``layer_styles`` table where QGIS and geoseg store a
+    GeoPackage's style, attribute tables) are skipped. A GeoParquet file has one layer.
+
+    Raises:
+        VectorReadError: the file cannot be opened as vector data.
+    """
+    import pyogrio
+
+    p = Path(path)
+    if p.suffix.lower() in PARQUET_SUFFIXES:
+        return [p.stem]
+    try:
+        listed = pyogrio.list_layers(p)
+    except Exception as exc:
+        raise VectorReadError(
+            f"{p}: cannot be read as vector data ({first_line(exc)}); "
+            "re-export it as GeoPackage or GeoJSON"
+        ) from exc
+    return [str(name) for name, geometry_type in listed if geometry_type is not None]
+
+
+def _the_spatial_layer(p: Path) -> str:
+    """The one layer with geometries of ``p``; a clear error when there are none or several."""
+    layers = spatial_layers(p)
+    if len(layers) == 1:
+        return layers[0]
+    if not layers:
+        raise VectorReadError(
+            f"{p}: has no layer with geometries (only attribute tables); "
+            "give a file with polygon or point features"
+        )
+    raise VectorReadError(
+        f"{p}: has {len(layers)} layers with geometries ({', '.join(layers)}) and geoseg "
+        f"reads one; keep the one you mean, e.g. `ogr2ogr {p.stem}_{layers[0]}{p.suffix} "
+        f"{p} {layers[0]}`"
+    )
 
 
 def read_polygons(path: str | os.PathLike[str], *, what: str = "AOI") -> Any:

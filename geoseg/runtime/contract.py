@@ -287,9 +287,14 @@ def resolve_bands(
             f"scene's bands ({shown}); map them with --bands"
         )
     if count != len(model):
+        fix = (
+            "select them with --bands"
+            if count > len(model)
+            else "use a scene with all of them or a model trained on these bands"
+        )
         raise BandMismatchError(
             f"{path}: has {count} band(s) ({shown}) but the model expects {len(model)} "
-            f"({', '.join(model)}); select them with --bands"
+            f"({', '.join(model)}); {fix}"
         )
     return tuple(range(1, count + 1))
 
@@ -323,6 +328,13 @@ def _explicit_bands(
                 "use a band name or index"
             )
         out.append(idx)
+    repeated = sorted({i for i in out if out.count(i) > 1})
+    if repeated:
+        raise BandMismatchError(
+            f"--bands {','.join(str(b) for b in bands)} uses scene band(s) "
+            f"{', '.join(map(str, repeated))} more than once; give each model band "
+            f"({', '.join(model)}) its own scene band"
+        )
     return tuple(out)
 
 
@@ -482,20 +494,20 @@ def check_scene(
 
     grid = Grid.from_dataset(dataset)
     check_grid(grid, path)
-    indexes = resolve_bands(
-        descriptions=list(dataset.descriptions),
-        model_bands=contract.bands,
-        bands=bands,
-        path=path,
-        common_names=contract.common_names,
-    )
-    dtypes = {dataset.dtypes[i - 1] for i in indexes}
-    if contract.dtype and any(d != contract.dtype for d in dtypes):
-        raise BandMismatchError(
-            f"{path}: bands are {', '.join(sorted(dtypes))} but the model was trained on "
-            f"{contract.dtype}; convert the scene (gdal_translate -ot "
-            f"{contract.dtype.capitalize()}) or use a model trained on this data type"
+    problems: list[str] = []
+    indexes: tuple[int, ...] = ()
+    try:
+        indexes = resolve_bands(
+            descriptions=list(dataset.descriptions),
+            model_bands=contract.bands,
+            bands=bands,
+            path=path,
+            common_names=contract.common_names,
         )
+    except BandMismatchError as exc:
+        problems.append(str(exc))
+    dtype_problem = _dtype_problem(dataset, indexes or range(1, dataset.count + 1), contract, path)
+    problems += [f"{path}: {dtype_problem}"] if dtype_problem else []
     resample_to = None
     if contract.resolution:
         want = (float(contract.resolution[0]), float(contract.resolution[1]))
@@ -504,8 +516,15 @@ def check_scene(
             for a, b in zip(grid.resolution, want, strict=True)
         )
         if not same and not resample:
-            raise BandMismatchError(_pixel_size_message(grid, want, path))
+            problems.append(_pixel_size_message(grid, want, path))
         resample_to = None if same else want
+    if len(problems) == 1:
+        raise BandMismatchError(problems[0])
+    if problems:
+        listed = "; ".join(
+            f"({i}) {m.removeprefix(f'{path}: ')}" for i, m in enumerate(problems, 1)
+        )
+        raise BandMismatchError(f"{path}: {len(problems)} problems for this model: {listed}")
     scaling = resolve_scaling(
         dataset,
         indexes,
@@ -543,6 +562,46 @@ def _pixel_size_message(grid: Grid, want: tuple[float, float], path: PathLike) -
     return (
         f"{path}: pixel size is {grid.resolution[0]:g} x {grid.resolution[1]:g} but the "
         f"model expects {shown}; pass --resample to warp on the fly"
+    )
+
+
+#: numpy dtype names -> GDAL data type names (``gdal_translate -ot``)
+GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+
+
+def _dtype_problem(
+    dataset: Any, indexes: Sequence[int], contract: ModelContract, path: PathLike
+) -> str | None:
+    """What is wrong with the data type of the bands, with a conversion that keeps the values."""
+    dtypes = sorted({dataset.dtypes[i - 1] for i in indexes})
+    want = contract.dtype
+    if not want or all(d == want for d in dtypes):
+        return None
+    gdal_type = GDAL_TYPES.get(want, want)
+    src = Path(path)
+    dst = f"{src.stem}_{want}{src.suffix or '.tif'}"
+    if all(np.can_cast(d, want, "safe") for d in dtypes):
+        command = f"`gdal_translate -ot {gdal_type} {src} {dst}`"
+    else:  # narrower: values must be stretched, a plain cast would clip or wrap them
+        info = np.iinfo(want) if np.dtype(want).kind in "iu" else None
+        lo, hi = (info.min, info.max) if info is not None else (0, 1)
+        command = (
+            f"`gdal_translate -ot {gdal_type} -scale LOW HIGH {lo} {hi} {src} {dst}` with LOW "
+            "HIGH the value range the model's training data was stretched from"
+        )
+    return (
+        f"bands are {', '.join(dtypes)} but the model was trained on {want}; convert the "
+        f"scene as its training data was made, e.g. {command}, or use a model trained on "
+        f"{'/'.join(dtypes)}"
     )
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from geoseg.errors import ConfigError, first_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -69,7 +71,21 @@ def pick_device(device: str | Any | None) -> torch.device:
 
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"--device {device!r}: {first_line(exc)}; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is "
+            "False); use --device cpu, or leave --device out to pick the GPU when there is one"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s); "
+            f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
+    return dev
 
 
 def inference_model(bundle: ModelBundle, device: torch.device) -> torch.nn.Module:

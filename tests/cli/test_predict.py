@@ -99,7 +99,6 @@ def test_predict_cli_text_summary(tmp_path: Path) -> None:
     res = CliRunner().invoke(
         cli,
         [
-            "-q",
             "predict",
             str(scene),
             "-m",

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 def test_train_cli_tiny_model(tmp_path: Path) -> None:
     scene, labels = make_scene(tmp_path)
     out = tmp_path / "model.pt"
-    args = ["--quiet", "train", "--scene", str(scene), "--labels", str(labels), "--model", "unet"]
+    args = ["train", "--scene", str(scene), "--labels", str(labels), "--model", "unet"]
     args += ["--encoder", "mobilenet_v2", "--epochs", "1", "--steps", "2", "--batch-size", "2"]
     args += ["--size", "32", "--out", str(out)]
     r = CliRunner().invoke(cli, args)
@@ -43,7 +43,7 @@ def test_train_cli_config_file_with_override(tmp_path: Path) -> None:
         "encoder: mobilenet_v2\nepochs: 1\nsteps_per_epoch: 1\nbatch_size: 2\nchip_size: 32\n"
     )
     out = tmp_path / "m.pt"
-    r = CliRunner().invoke(cli, ["-q", "train", "--config", str(cfg), "--out", str(out)])
+    r = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert ModelBundle.load(out).config["steps_per_epoch"] == 1
 
@@ -58,7 +58,7 @@ def test_tile_then_train_on_chips(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert r.exit_code == 0, r.output
     index = gpd.read_file(tmp_path / "chips" / "index.gpkg")
     assert set(index["split"]) == {"train", "val", "test"}
-    args = ["-q", "train", "--chips", "chips", "--epochs", "1", "--steps", "2", "--size", "32"]
+    args = ["train", "--chips", "chips", "--epochs", "1", "--steps", "2", "--size", "32"]
     args += ["--batch-size", "2", "--model", "unet", "--encoder", "mobilenet_v2", "--out", "m.pt"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output

@@ -33,6 +33,7 @@ __all__ = [
     "onnx_model",
     "scene",
     "stac_item",
+    "styled_vector",
     "text_file",
     "vector",
 ]
@@ -297,3 +298,19 @@ def model_at(folder: Path, resolution: float, name: str = "model_10m.pt") -> Pat
     bundle = ModelBundle.load(src)
     src.unlink()
     return dataclasses.replace(bundle, resolution=(resolution, resolution)).save(folder / name)
+
+
+def styled_vector(folder: Path, name: str = "styled.gpkg", **kw: Any) -> Path:
+    """:func:`vector` saved as geoseg saves vectors: a GeoPackage with a QGIS ``layer_styles``."""
+    import geopandas as gpd
+
+    from geoseg.classes import ClassMap
+    from geoseg.io.style import vector_qml
+    from geoseg.io.vector import write_vector as write_styled
+
+    src = vector(folder, "unstyled_source.gpkg", **kw)
+    frame = gpd.read_file(src, engine="pyogrio")
+    src.unlink()
+    qml = vector_qml(ClassMap.from_names(list(CLASSES)), attribute="class")
+    write_styled(frame, folder / name, qml=qml)
+    return folder / name

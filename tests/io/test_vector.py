@@ -84,3 +84,26 @@ def test_write_vector_refuses_to_overwrite(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="suffix"):
         write_vector(_frame([shapely.box(0, 0, 1, 1)]), tmp_path / "a.shp", qml="")
     assert not (tmp_path / "a.shp").exists()
+
+
+def test_styled_geopackage_reads_its_feature_layer(tmp_path: Path) -> None:
+    """A GeoPackage with a QGIS style (``layer_styles`` table): the features, not the style."""
+    from geoseg.io.vector import spatial_layers, write_vector
+
+    p = tmp_path / "styled.gpkg"
+    write_vector(_frame([shapely.box(0, 0, 1, 1)]), p, qml="<qgis/>")
+    import pyogrio
+
+    assert "layer_styles" in [str(n) for n, _ in pyogrio.list_layers(p)]
+    assert spatial_layers(p) == ["styled"]
+    got = read_polygons(p)
+    assert list(got["name"]) == ["f0"] and got.geometry.name in got.columns
+
+
+def test_several_spatial_layers_refused_with_their_names(tmp_path: Path) -> None:
+    p = tmp_path / "two.gpkg"
+    _frame([shapely.box(0, 0, 1, 1)]).to_file(p, layer="fields")
+    _frame([shapely.box(2, 2, 3, 3)]).to_file(p, layer="roads")
+    with pytest.raises(VectorReadError, match=r"two.gpkg: has 2 layers .*fields, roads.*ogr2ogr"):
+        read_vector(p)
+    assert len(read_vector(p, layer="roads")) == 1

@@ -203,7 +203,7 @@ def test_predict_cli_workers_gives_the_single_process_bytes(tmp_path: Path) -> N
         outs[name] = {p.name: p.read_bytes() for p in sorted(out.parent.iterdir())}
     assert outs["par"] == outs["one"]
     assert sorted(outs["par"]) == ["c.qml", "c.tif", "c.tif.aux.xml", "c_confidence.tif"]
-    assert json.loads(res.output)["workers"] == 2
+    assert json.loads(res.stdout)["workers"] == 2  # warnings, if any, go to stderr
 
 
 def test_predict_cli_workers_refuses_what_it_cannot_split(tmp_path: Path) -> None:

@@ -250,11 +250,14 @@ def test_features_without_a_class_are_counted(tmp_path: Path) -> None:
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
     logger = logging.getLogger("geoseg.labels")
+    level = logger.level  # a CLI test run earlier (-q) may have raised geoseg's level
     logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
     try:
         src = load_labels([path], class_column="kind")
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     assert [c.name for c in src.classes] == ["forest", "water"]
     msgs = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
     assert any("1 of 3 feature(s) have no class in 'kind'" in m for m in msgs), msgs

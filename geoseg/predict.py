@@ -90,8 +90,10 @@ ProbabilityDtype = Literal["uint8", "float16"]
 PathLike = str | os.PathLike[str]
 #: uint8 probabilities are stored as percent (0..100); 255 is nodata.
 PROBABILITY_SCALE_UINT8 = 100.0
-#: GDAL block cache while predicting: bounded, so memory does not grow with the scene.
-GDAL_CACHE_MB = 256
+#: GDAL block cache while predicting: bounded, so memory does not grow with the scene. It
+#: also holds the staging GeoTIFF's dirty blocks: 256 MB added ~380 MB of peak RSS at 20000^2
+#: (1415 vs 1035 MB, `bench_predict.py scale`), and 32 MB saved no more than 64.
+GDAL_CACHE_MB = 64
 #: rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not megabytes
 #: (``Env(GDAL_CACHEMAX=256)`` is a 256-byte cache, and every chip decodes its blocks again).
 GDAL_CACHE_BYTES = GDAL_CACHE_MB * 1024 * 1024

@@ -310,7 +310,7 @@ def predict_parallel(
     """
     t0 = time.perf_counter()
     options = {k: v for k, v in locals().items() if k in _JOB_OPTIONS}  # what bands get
-    paths = _check_outputs(out, probabilities, confidence, vector, overwrite=overwrite)
+    paths = _check_outputs(out, probabilities, confidence, vector, scene, model, aoi, overwrite)
     grid = _scene_grid(scene)
     folder = _band_folder(paths["classes"])
     job = _band_job(scene, model, folder, **options)
@@ -421,20 +421,32 @@ def _check_outputs(
     probabilities: PathLike | None,
     confidence: bool,
     vector: PathLike | None,
-    *,
+    scene: PathLike,
+    model: PathLike | None,
+    aoi: PathLike | None,
     overwrite: bool,
 ) -> dict[str, Path]:
-    """The outputs (``classes``, ``proba``, ``conf``, ``vector``), refused if they exist."""
-    from geoseg.io.atomic import check_output
+    """The outputs (``classes``, ``proba``, ``conf``, ``vector``), checked as predict checks them.
 
-    paths = {"classes": check_output(out, overwrite=overwrite)}
-    if probabilities is not None:
-        paths["proba"] = check_output(probabilities, overwrite=overwrite)
-    elif confidence:
-        p = paths["classes"]
-        paths["conf"] = check_output(p.with_name(p.stem + "_confidence.tif"), overwrite=overwrite)
-    if vector is not None:
-        paths["vector"] = check_output(vector, overwrite=overwrite)
+    One check of all of them before any work (:func:`geoseg.io.outputs.check_predict_outputs`):
+    none exists without ``overwrite``, none is an input, no two share a style file.
+    """
+    from geoseg.io.outputs import check_predict_outputs
+
+    model_file = model if model is not None and Path(model).is_file() else None
+    o = check_predict_outputs(
+        out,
+        probabilities=probabilities,
+        confidence=confidence,
+        vector=vector,
+        inputs={"scene": scene, "model": model_file, "AOI": aoi},
+        overwrite=overwrite,
+    )
+    paths = {"classes": o.out}
+    conf = o.confidence if o.probabilities is None else None  # else the probabilities' last band
+    for key, p in (("proba", o.probabilities), ("conf", conf), ("vector", o.vector)):
+        if p is not None:
+            paths[key] = Path(p)
     return paths
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -235,9 +236,19 @@ def band_validity(
     less area than the others). Nodata and NaN are computed from ``data``; mask and alpha bands
     are read from GDAL (once per distinct mask).
     """
-    from rasterio.enums import MaskFlags
+    from rasterio.enums import ColorInterp, MaskFlags
 
     arr = data if data.ndim == 3 else data[np.newaxis]
+    # an "alpha" band the model reads (a NIR band tagged as alpha, e.g. RGBN saved as RGBA)
+    # is data, not a mask: masking by it would drop every pixel where that band is 0
+    alpha_read = [i for i in indexes if ds.colorinterp[i - 1] == ColorInterp.alpha]
+    if alpha_read:
+        warnings.warn(
+            f"{ds.name}: band {alpha_read[0]} is tagged as alpha but is one of the model's "
+            "bands: read as data, not as a mask (retag it, e.g. `gdal_edit.py -colorinterp_"
+            f"{alpha_read[0]} undefined {ds.name}`, to silence this)",
+            stacklevel=2,
+        )
     all_valid = np.ones(arr.shape[-2:], dtype=bool)
     any_valid = np.zeros(arr.shape[-2:], dtype=bool)
     masks: dict[tuple[str, ...], np.ndarray] = {}
@@ -247,7 +258,7 @@ def band_validity(
         if MaskFlags.nodata in flags:
             nodata = ds.nodatavals[i - 1]
             ok = ~np.isnan(band) if np.isnan(nodata) else band != nodata
-        elif flags == [MaskFlags.all_valid]:
+        elif flags == [MaskFlags.all_valid] or (alpha_read and MaskFlags.alpha in flags):
             ok = np.ones(band.shape, dtype=bool)
         else:  # a per-dataset mask or an alpha band: the same mask for every band, read once
             key = (

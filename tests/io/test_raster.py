@@ -94,3 +94,38 @@ def test_raster_classes_reads_tags_and_colours(tmp_path: Path) -> None:
         got = raster_classes(ds, found=[1, 2])
     assert got is not None and got.names == ["class_1", "class_2"]
     assert got.by_id(1).color == (9, 8, 7)
+
+
+def _rgbn_as_rgba(path: Path) -> Path:
+    """A 4-band uint8 RGBN scene saved as RGBA (band 4, the NIR, tagged as alpha)."""
+    from rasterio.transform import from_origin
+
+    data = np.full((4, 20, 30), 90, dtype=np.uint8)
+    data[3, :, :10] = 0  # NIR of water: 0, a real value
+    with rasterio.open(
+        path, "w", driver="GTiff", width=30, height=20, count=4, dtype="uint8",
+        crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10),
+        photometric="RGB", alpha="YES",
+    ) as ds:  # fmt: skip
+        ds.write(data)
+    return path
+
+
+def test_nir_tagged_as_alpha_is_data_when_the_model_reads_it(tmp_path: Path) -> None:
+    """Issue 19 item 7: an alpha-tagged model band does not mask pixels silently."""
+    from rasterio.enums import ColorInterp
+    from rasterio.windows import Window
+
+    from geoseg.io.raster import band_validity
+
+    path = _rgbn_as_rgba(tmp_path / "rgbn.tif")
+    with rasterio.open(path) as ds:
+        assert ds.colorinterp[3] == ColorInterp.alpha
+        win = Window(0, 0, 30, 20)
+        data = ds.read([1, 2, 3, 4], window=win)
+        with pytest.warns(UserWarning, match="band 4 is tagged as alpha"):
+            all_valid, _ = band_validity(ds, data, win, indexes=[1, 2, 3, 4])
+        assert all_valid.all()  # NIR == 0 is a value, not "no data"
+        # a model of the RGB bands only: the alpha is a real mask of its pixels
+        rgb_valid, _ = band_validity(ds, data[:3], win, indexes=[1, 2, 3])
+        assert not rgb_valid[:, :10].any() and rgb_valid[:, 10:].all()

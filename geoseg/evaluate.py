@@ -428,6 +428,19 @@ def evaluate(
     return report
 
 
+def _say_outside(labels: Any, grid: Grid, prediction: str | os.PathLike[str]) -> None:
+    """Warn how many reference features lie outside the prediction (never scored)."""
+    count = getattr(labels, "outside", None)
+    n = int(count(grid)) if callable(count) else 0
+    if n:
+        log.warning(
+            "%s: %d of %d reference feature(s) lie outside the prediction and are not scored",
+            prediction,
+            n,
+            len(labels),
+        )
+
+
 def _inputs(
     role: str, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 ) -> dict[str, str | os.PathLike[str] | None]:
@@ -476,6 +489,7 @@ def _accumulate(
             classes=pred_classes,
         )
         labels.require_overlap(grid, scene=str(prediction))
+        _say_outside(labels, grid, prediction)
         nodata = ds.nodata
         windows = block_windows(grid.shape, _BLOCK)
         for window in progress(windows, desc="evaluate", unit="block"):

@@ -138,6 +138,15 @@ class VectorLabels(LabelSource):
     def __len__(self) -> int:
         return len(self._frame)
 
+    def outside(self, grid: Grid) -> int:
+        """How many features lie wholly outside ``grid`` (they can never be compared)."""
+        if grid.crs is None:
+            return 0
+        from shapely.geometry import box
+
+        frame = self._in_crs(grid.crs)
+        return int((~frame.geometry.intersects(box(*grid.bounds))).sum())
+
     def _in_crs(self, crs: CRS) -> Any:
         key = crs.to_wkt()
         frame = self._by_crs.get(key)

@@ -182,3 +182,36 @@ def test_one_class_says_its_scores_mean_nothing(
     two[:4] = 2
     rep2 = evaluate(raster_factory("p2.tif", two, nodata=0), reference=r_, out=tmp_path / "r2")
     assert rep2.one_class_note is None
+
+
+def test_reference_points_outside_are_counted(
+    tmp_path: Path, raster_factory: Callable[..., Path]
+) -> None:
+    """Issue 19 item 7: reference points outside the prediction are said, not silently lost."""
+    import logging
+
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    p = raster_factory("pred.tif", np.ones((48, 64), "uint8"), nodata=0)
+    x0, y0 = 500000.0, 5000000.0
+    inside = [Point(x0 + 5 + 10 * i, y0 - 5) for i in range(3)]
+    outside = [Point(x0 + 5000, y0 + 5000), Point(x0 - 900, y0 - 50)]
+    gpd.GeoDataFrame({"cls": [1] * 5}, geometry=inside + outside, crs="EPSG:32633").to_file(
+        tmp_path / "pts.gpkg"
+    )
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("geoseg.evaluate")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        rep = evaluate(p, reference=tmp_path / "pts.gpkg", class_column="cls", out=tmp_path / "e")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert rep.pixels_compared == 3
+    msgs = [r.getMessage() for r in records]
+    assert any("2 of 5 reference feature(s) lie outside" in m for m in msgs), msgs

@@ -37,6 +37,13 @@ def _env() -> dict[str, str]:
     }
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal gives it. A shell starting a job in the background
+    (``cmd &`` without job control, as a CI runner may) leaves SIGINT ignored, the child
+    inherits that, and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_predict(tmp: Path) -> tuple[subprocess.Popen[str], Path]:
     scene = bi.scene(tmp / "in", "big.tif", width=2048, height=2048)  # ~30 s of work: killed early
     model = bi.model(tmp / "in")
@@ -58,7 +65,12 @@ def _start_predict(tmp: Path) -> tuple[subprocess.Popen[str], Path]:
         "1",
     ]
     proc = subprocess.Popen(
-        argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
     )
     return proc, out
 

@@ -334,7 +334,11 @@ def test_ctrl_c_stops_promptly_without_output(
     env = {**os.environ, "GEOSEG_PROGRESS": "0", "PYTHONPATH": str(Path(__file__).parents[1])}
     argv = [sys.executable, "-m", "geoseg", "-q", "vectorize", str(src), "--out", str(out),
             "--min-area", "20", "--workers", "2", "--block-size", "1000"]  # fmt: skip
-    proc = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    from tests.test_interrupt import default_sigint  # SIGINT as a terminal gives it
+
+    proc = subprocess.Popen(
+        argv, env=env, start_new_session=True, stderr=subprocess.PIPE, preexec_fn=default_sigint
+    )
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60 and proc.poll() is None:

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -428,16 +428,15 @@ def evaluate(
     return report
 
 
-def _say_outside(labels: Any, grid: Grid, prediction: str | os.PathLike[str]) -> None:
+def _say_outside(labels: LabelSource, grid: Grid, prediction: str | os.PathLike[str]) -> None:
     """Warn how many reference features lie outside the prediction (never scored)."""
-    count = getattr(labels, "outside", None)
-    n = int(count(grid)) if callable(count) else 0
-    if n:
+    n = labels.outside(grid)
+    if n:  # only feature labels (sized) have features outside
         log.warning(
             "%s: %d of %d reference feature(s) lie outside the prediction and are not scored",
             prediction,
             n,
-            len(labels),
+            len(labels) if isinstance(labels, Sized) else n,
         )
 
 

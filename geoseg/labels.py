@@ -104,6 +104,10 @@ class LabelSource(ABC):
         g = grid.bounds
         return left < g.right and right > g.left and bottom < g.top and top > g.bottom
 
+    def outside(self, grid: Grid) -> int:
+        """How many label features lie wholly outside ``grid`` (0: a raster has none)."""
+        return 0
+
     def require_overlap(self, grid: Grid, *, scene: str = "the scene") -> None:
         """Raise :class:`LabelError` when the labels lie entirely outside ``grid``."""
         if not self.overlaps(grid):

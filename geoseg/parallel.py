@@ -431,15 +431,14 @@ def _check_outputs(
     One check of all of them before any work (:func:`geoseg.io.outputs.check_predict_outputs`):
     none exists without ``overwrite``, none is an input, no two share a style file.
     """
-    from geoseg.io.outputs import check_predict_outputs
+    from geoseg.io.outputs import check_predict_outputs, model_file
 
-    model_file = model if model is not None and Path(model).is_file() else None
     o = check_predict_outputs(
         out,
         probabilities=probabilities,
         confidence=confidence,
         vector=vector,
-        inputs={"scene": scene, "model": model_file, "AOI": aoi},
+        inputs={"scene": scene, "model": model_file(model), "AOI": aoi},
         overwrite=overwrite,
     )
     paths = {"classes": o.out}

@@ -48,7 +48,7 @@ from geoseg.errors import (
 from geoseg.grid import Grid, axis_starts, check_chip_size, plan_windows
 from geoseg.io.cog import CogWriter
 from geoseg.io.outputs import PredictOutputs as _Outputs
-from geoseg.io.outputs import check_predict_outputs
+from geoseg.io.outputs import check_predict_outputs, model_file
 from geoseg.io.raster import band_validity, open_raster
 from geoseg.io.scene import scene_source
 from geoseg.io.vector import read_polygons
@@ -674,11 +674,6 @@ def _provenance(
     return tags
 
 
-def _model_file(model: PathLike | ModelBundle | None) -> PathLike | None:
-    """The model's file when it is one (not a bundle object or a registry name)."""
-    return model if isinstance(model, str | os.PathLike) and Path(model).is_file() else None
-
-
 def _fit_scene(
     scene: PathLike, contract: ModelContract, *, default: bool, **checks: Any
 ) -> SceneFit:
@@ -907,7 +902,7 @@ def predict(
         confidence=confidence,
         vector=vector,
         cloud_mask_out=cloud_mask_out,
-        inputs={"scene": scene, "model": _model_file(model), "AOI": aoi},
+        inputs={"scene": scene, "model": model_file(model), "AOI": aoi},
         overwrite=overwrite,
     )
     contract, bundle = sources.open_model(model)

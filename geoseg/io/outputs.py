@@ -122,6 +122,14 @@ class PredictOutputs:
         return [str(self.out)] + [str(p) for p in {self.probabilities, self.confidence} if p]
 
 
+def model_file(model: object) -> PathLike | None:
+    """``model`` when it is a file (an input no output may be), else ``None``.
+
+    A bundle object or a registry name is no file an output could overwrite.
+    """
+    return model if isinstance(model, str | os.PathLike) and Path(model).is_file() else None
+
+
 def check_predict_outputs(
     out: PathLike,
     *,

@@ -30,10 +30,12 @@ from geoseg.errors import ChipSizeError, GridError
 __all__ = [
     "TRIM_WEIGHT",
     "Grid",
+    "axis_spans",
     "axis_starts",
     "blend_weights",
     "block_windows",
     "check_chip_size",
+    "min_edge_chip",
     "plan_windows",
     "ramp",
     "windows_by_row",
@@ -190,37 +192,58 @@ def check_chip_size(size: int, overlap: int) -> None:
         )
 
 
-def axis_starts(length: int, size: int, overlap: int) -> list[int]:
-    """Start offsets of chips of ``size`` along an axis of ``length`` with at least ``overlap``.
+def min_edge_chip(size: int, overlap: int) -> int:
+    """Shortest ragged last chip (:func:`axis_spans`): half a chip, at least twice the overlap."""
+    return min(size, max(size // 2, 2 * overlap))
 
-    Chips step by ``size - overlap``; the last chip is shifted back to end exactly at
-    ``length`` so that every pixel is covered and every chip lies inside the axis (its
-    overlap with the previous chip may then be larger than asked). An axis shorter than
-    ``size`` gets one chip at 0 (of length ``length``).
+
+def axis_spans(
+    length: int, size: int, overlap: int, *, ragged: bool = False
+) -> list[tuple[int, int]]:
+    """``(start, length)`` of the chips of at most ``size`` along an axis of ``length``.
+
+    Chips step by ``size - overlap`` and neighbours overlap by at least ``overlap``. The last
+    chip ends exactly at ``length``, so every pixel is covered and every chip lies inside the
+    axis. By default every chip is ``size`` long: the last one is shifted back (its overlap
+    with the previous chip may then be larger than asked). With ``ragged`` the last chip keeps
+    its place on the stride and is shorter, so fewer pixels are inferred twice; it is never
+    shorter than :func:`min_edge_chip` (half a chip), so it still sees context. An axis shorter
+    than ``size`` gets one chip ``(0, length)``.
     """
     check_chip_size(size, overlap)
     if length <= 0:
         raise ChipSizeError(f"axis length must be positive, got {length}")
     if length <= size:
-        return [0]
+        return [(0, length)]
     stride = size - overlap
     starts = list(range(0, length - size + 1, stride))
     if starts[-1] + size < length:
-        starts.append(length - size)
-    return starts
+        last = starts[-1] + stride if ragged else length - size
+        # the previous chip ends before ``length - size``, so this start stays after it
+        starts.append(min(last, length - min_edge_chip(size, overlap)))
+    return [(s, min(size, length - s)) for s in starts]
 
 
-def plan_windows(shape: tuple[int, int], size: int, overlap: int) -> list[Window]:
+def axis_starts(length: int, size: int, overlap: int, *, ragged: bool = False) -> list[int]:
+    """Start offsets of the chips of :func:`axis_spans` (same arguments)."""
+    return [s for s, _ in axis_spans(length, size, overlap, ragged=ragged)]
+
+
+def plan_windows(
+    shape: tuple[int, int], size: int, overlap: int, *, ragged: bool = False
+) -> list[Window]:
     """Chip windows of ``size`` x ``size`` with ``overlap`` over a grid of ``shape`` (h, w).
 
     Row-major order. Every pixel is covered, including the last row and column; every window
     lies inside the grid; neighbours overlap by at least ``overlap``. Where the grid is smaller
-    than ``size`` along an axis, the windows are clipped to the grid along that axis.
+    than ``size`` along an axis, the windows are clipped to the grid along that axis. With
+    ``ragged``, the last row and column of chips are shorter instead of shifted back
+    (:func:`axis_spans`): for models that take any input size, it saves their redundant pixels.
     """
     height, width = shape
-    rows = axis_starts(height, size, overlap)
-    cols = axis_starts(width, size, overlap)
-    return [Window(col, row, min(size, width), min(size, height)) for row in rows for col in cols]
+    rows = axis_spans(height, size, overlap, ragged=ragged)
+    cols = axis_spans(width, size, overlap, ragged=ragged)
+    return [Window(c, r, cw, rh) for r, rh in rows for c, cw in cols]
 
 
 def windows_by_row(windows: Sequence[Window]) -> Iterator[tuple[int, list[Window]]]:

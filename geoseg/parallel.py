@@ -491,10 +491,11 @@ def _scene_plan(
     size_ = int(size if size is not None else contract.chip_size)
     overlap_ = int(overlap if overlap is not None else contract.overlap)
     check_chip_size(size_, overlap_)
+    ragged = contract.input_size is None  # as predict plans it (geoseg.predict._plan_scene)
     return _ScenePlan(
         grid=grid,
-        row_starts=axis_starts(grid.height, size_, overlap_),
-        columns=len(axis_starts(grid.width, size_, overlap_)),
+        row_starts=axis_starts(grid.height, size_, overlap_, ragged=ragged),
+        columns=len(axis_starts(grid.width, size_, overlap_, ragged=ragged)),
         size=size_,
         overlap=overlap_,
         classes=contract.classes,

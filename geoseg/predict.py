@@ -132,10 +132,16 @@ def read_aoi(aoi: PathLike, crs: Any) -> Any:
     return read_polygons(aoi, what="AOI").to_crs(crs).union_all()
 
 
-def plan(grid: Grid, *, size: int, overlap: int, aoi: Any = None) -> list[Window]:
-    """Chip windows over ``grid``, row-major, without those that miss the ``aoi`` geometry."""
+def plan(
+    grid: Grid, *, size: int, overlap: int, aoi: Any = None, ragged: bool = False
+) -> list[Window]:
+    """Chip windows over ``grid``, row-major, without those that miss the ``aoi`` geometry.
+
+    ``ragged``: shorter last row and column of chips instead of shifted-back full ones
+    (:func:`geoseg.grid.axis_spans`), for a model that takes any input size.
+    """
     check_chip_size(size, overlap)
-    windows = plan_windows(grid.shape, size, overlap)
+    windows = plan_windows(grid.shape, size, overlap, ragged=ragged)
     if aoi is None:
         return windows
     from shapely import box, prepare
@@ -445,12 +451,15 @@ class StreamingRun:
         self.skipped = 0
         self.valid_pixels = 0
         self.partial_pixels = 0
+        self.inferred_pixels = 0  # chip pixels through the model (overlaps counted each time)
         self.seconds = {"read": 0.0, "infer": 0.0, "blend": 0.0, "write": 0.0}
 
     def feed(self, chip: Chip) -> None:
         """Take the next chip (row-major order)."""
         self.seconds["read"] += chip.seconds
         self.partial_pixels += chip.partial
+        if self._pending and self._pending[-1].data.shape[-2:] != chip.data.shape[-2:]:
+            self._flush()  # a batch holds chips of one shape (ragged edge chips differ)
         self._pending.append(chip)
         self._n_valid += bool(chip.valid.any())
         if self._n_valid >= self.batch_size:
@@ -471,6 +480,7 @@ class StreamingRun:
         if not pending:
             return
         todo = [c for c in pending if c.valid.any()]
+        self.inferred_pixels += sum(c.valid.size for c in todo)
         t0 = time.perf_counter()
         probs = (
             infer_batch(self.engine, todo, self.contract, tta=self.tta, refine=self.refine)
@@ -547,6 +557,13 @@ class PredictReport:
     clouds: dict[str, Any] | None = None
     #: pixels where some model bands have data and others not: left unclassified (nodata).
     partial_pixels: int = 0
+    #: chip pixels run through the model, overlaps counted once per chip (see ``redundancy``).
+    inferred_pixels: int = 0
+
+    @property
+    def redundancy(self) -> float:
+        """Pixels inferred per scene pixel (> 1: the chips' overlaps; < 1: skipped chips)."""
+        return self.inferred_pixels / max(self.pixels, 1)
 
     @property
     def mpx_per_s(self) -> float:
@@ -562,6 +579,7 @@ class PredictReport:
         """JSON-friendly dictionary, with the rates."""
         d = asdict(self)
         d["mpx_per_s"] = round(self.mpx_per_s, 4)
+        d["redundancy"] = round(self.redundancy, 4)
         d["km2_per_h"] = round(self.km2_per_h, 2)
         d["seconds"] = {k: round(v, 4) for k, v in self.seconds.items()}
         return d
@@ -573,7 +591,8 @@ class PredictReport:
             [
                 f"Wrote {', '.join(self.outputs)}",
                 f"Windows: {self.windows} ({self.windows_skipped} all-nodata skipped, "
-                f"{self.windows_outside_aoi} outside AOI), size {self.size}, overlap {self.overlap}",
+                f"{self.windows_outside_aoi} outside AOI), size {self.size}, overlap {self.overlap}, "
+                f"{self.redundancy:.2f}x the scene's pixels inferred",
                 "Seconds: "
                 + ", ".join(
                     f"{k} {s.get(k, 0.0):.2f}" for k in ("read", "infer", "blend", "write", "total")
@@ -717,12 +736,16 @@ def _plan_scene(
     with contextlib.closing(opener()) as ds0:
         grid = Grid.from_dataset(ds0)
     aoi_geom = read_aoi(aoi, grid.crs) if aoi is not None else None
-    windows = plan(grid, size=size, overlap=overlap, aoi=aoi_geom)
+    ragged = fit.contract.input_size is None  # a fixed-size graph pads every chip anyway
+    windows = plan(grid, size=size, overlap=overlap, aoi=aoi_geom, ragged=ragged)
     if not windows:
         raise EmptyResultError(
             f"{aoi}: the AOI does not overlap {scene}; check the AOI's CRS and extent"
         )
-    starts = (axis_starts(grid.height, size, overlap), axis_starts(grid.width, size, overlap))
+    starts = (
+        axis_starts(grid.height, size, overlap, ragged=ragged),
+        axis_starts(grid.width, size, overlap, ragged=ragged),
+    )
     return _Plan(grid, windows, starts, aoi_geom, opener)
 
 
@@ -1067,6 +1090,7 @@ def _report(
         pixels=p.grid.height * p.grid.width,
         valid_pixels=run.valid_pixels,
         partial_pixels=run.partial_pixels,
+        inferred_pixels=run.inferred_pixels,
         area_km2=_area_km2(p.grid),
         seconds=run.seconds,
         peak_buffer_rows=run.stitcher.peak_rows,

@@ -13,9 +13,11 @@ from rasterio.windows import Window
 from geoseg.errors import ChipSizeError, GridError
 from geoseg.grid import (
     Grid,
+    axis_spans,
     axis_starts,
     blend_weights,
     block_windows,
+    min_edge_chip,
     plan_windows,
     ramp,
     windows_by_row,
@@ -167,3 +169,41 @@ def test_block_windows_cover_once() -> None:
     for w in wins:
         hits[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
     assert (hits == 1).all() and len(wins) == 6
+
+
+@given(plans())
+@settings(max_examples=300, deadline=None)
+def test_ragged_plan_covers_every_pixel_with_fewer_inferred(
+    plan: tuple[int, int, int, int],
+) -> None:
+    height, width, size, overlap = plan
+    full = plan_windows((height, width), size, overlap)
+    ragged = plan_windows((height, width), size, overlap, ragged=True)
+    cover = np.zeros((height, width), dtype=np.int32)
+    for w in ragged:
+        r, c, h, ww = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
+        assert r >= 0 and c >= 0 and r + h <= height and c + ww <= width
+        cover[r : r + h, c : c + ww] += 1
+    assert cover.min() >= 1
+    assert len(ragged) == len(full)  # the same chips, the last row/column shorter
+    assert sum(int(w.height * w.width) for w in ragged) <= sum(
+        int(w.height * w.width) for w in full
+    )
+    for length in (height, width):
+        spans = axis_spans(length, size, overlap, ragged=True)
+        assert [s for s, _ in spans] == axis_starts(length, size, overlap, ragged=True)
+        assert all(n == min(size, length) for _, n in spans[:-1])  # only the last is ragged
+        assert spans[-1][0] + spans[-1][1] == length
+        assert spans[-1][1] >= min(length, min_edge_chip(size, overlap))
+        for (a, n), (b, _) in itertools.pairwise(spans):
+            assert a + n - b >= overlap
+            assert b - a <= size - overlap
+
+
+def test_ragged_last_chip_keeps_the_stride_or_half_a_chip() -> None:
+    # 2048 = 4 x 448 + 256: the last chip stays on the stride, 256 long, instead of 512
+    assert axis_spans(2048, 512, 64, ragged=True)[-1] == (1792, 256)
+    assert axis_spans(2048, 512, 64)[-1] == (1536, 512)
+    # 1860 would leave a 68-row chip on the stride: it is half a chip (256) instead
+    assert axis_spans(1860, 512, 64, ragged=True)[-1] == (1604, 256)
+    assert axis_spans(512, 512, 64, ragged=True) == [(0, 512)]

@@ -20,7 +20,7 @@ from torch import nn
 
 from geoseg.bundle import ModelBundle, Normalization
 from geoseg.classes import IGNORE_INDEX, ClassMap
-from geoseg.grid import Grid
+from geoseg.grid import Grid, plan_windows
 from geoseg.predict import predict
 from tests.data.labels import pixel_box, write_vector
 from tests.data.rasters import write_raster
@@ -150,6 +150,19 @@ def test_tiled_equals_untiled_away_from_the_border(tmp_path: Path, shape: tuple[
     inner = (slice(3, -3), slice(3, -3))
     assert (one[inner] == tiled[inner]).mean() > 0.999
     assert len(np.unique(one)) >= 3
+
+
+def test_edge_chips_are_ragged_for_a_model_of_any_input_size(tmp_path: Path) -> None:
+    # 300 x 450 at 64/16: the last row and column of chips are shorter instead of shifted back
+    scene = _scene(tmp_path, 300, 450)
+    rep = predict(scene, out=tmp_path / "o.tif", model=_bundle("pixel"), size=CHIP, overlap=OVERLAP)
+    ragged = plan_windows((300, 450), CHIP, OVERLAP, ragged=True)
+    full = plan_windows((300, 450), CHIP, OVERLAP)
+    assert rep.windows == len(ragged) == len(full)
+    assert rep.inferred_pixels == sum(int(w.height * w.width) for w in ragged)
+    assert rep.inferred_pixels < sum(int(w.height * w.width) for w in full)
+    assert rep.redundancy == pytest.approx(rep.inferred_pixels / (300 * 450))
+    assert "x the scene's pixels inferred" in rep.summary()
 
 
 def test_labels_over_five_percent_tile_train_predict(tmp_path: Path) -> None:

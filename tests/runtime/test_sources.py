@@ -231,6 +231,8 @@ def test_fixed_input_size_limits_the_chip(tmp_path: Path) -> None:
         predict(scene, out=tmp_path / "o.tif", model=model, size=128)
     rep = predict(scene, out=tmp_path / "o.tif", model=model)  # edge chips padded to 64
     assert rep.size == 64 and rep.windows == 4
+    # a fixed-size graph pads a ragged chip to 64 anyway: full chips, shifted back to the edge
+    assert rep.inferred_pixels == 4 * 64 * 64
 
 
 # ---- refusals -----------------------------------------------------------------------------------

@@ -5,8 +5,10 @@
     full-frame forward pass of the same model over the same scene: aber-s2 mirrored to N x N.
 .venv/bin/python benchmarks/bench_predict.py seam --model M.pt [--png /tmp/seam.png]
     tiled (256/64) vs single window vs another tiling (320/96): agreement, accuracy.
-.venv/bin/python benchmarks/bench_predict.py scale [--sizes 5000 20000]
-    peak RSS of predicting an N x N 4-band scene (a VRT mosaic of aber-s2), one subprocess each.
+.venv/bin/python benchmarks/bench_predict.py scale [--sizes 5000 20000] [--engine torch|onnx]
+    peak RSS of predicting an N x N 4-band scene (a VRT mosaic of aber-s2), one subprocess each;
+    ``--engine onnx``: the same tiny model exported to ONNX (geoseg metadata) and predicted
+    through ONNX Runtime in a child that never imports torch (it reports ``torch_imported``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
-import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT.parent / "shared" / "data" / "aber-s2" / "s2_10band.tif"
@@ -83,6 +84,8 @@ def mirror_scene(n: int, path: Path, bands: tuple[int, ...] = (1, 2, 3, 7)) -> P
 
 def predict_child(args: argparse.Namespace) -> dict:
     """One ``predict`` in this (fresh) process: seconds of the call, stages, peak RSS."""
+    import torch
+
     import geoseg.predict as gp
 
     torch.set_num_threads(args.threads)
@@ -128,6 +131,8 @@ def _run_child(args: argparse.Namespace, scene: Path, out: Path, *, serial: bool
 
 def speed(args: argparse.Namespace) -> dict:
     """``predict`` (each run in its own process) / one full-frame forward pass, same scene."""
+    import torch
+
     from geoseg.predict import inference_model
 
     _need_data()
@@ -222,6 +227,8 @@ def chips_forward(net: nn.Module, x: np.ndarray, args: argparse.Namespace) -> fl
 
 
 def seam(args: argparse.Namespace) -> dict:
+    import torch
+
     from geoseg.predict import predict
 
     _need_data()
@@ -264,21 +271,72 @@ def seam(args: argparse.Namespace) -> dict:
     return res
 
 
-class Tiny(nn.Module):
-    """A light network for the scale run: 2 convs at 1/4 resolution."""
+def tiny_net(bands: int, classes: int) -> Any:
+    """A light network for the scale run: 2 convs at 1/4 resolution (a torch module)."""
+    from torch import nn
 
-    def __init__(self, bands: int, classes: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.AvgPool2d(4),
-            nn.Conv2d(bands, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(8, classes, 3, padding=1),
-            nn.Upsample(scale_factor=4),
-        )
+    return nn.Sequential(
+        nn.AvgPool2d(4),
+        nn.Conv2d(bands, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, classes, 3, padding=1),
+        nn.Upsample(scale_factor=4),
+    )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+
+TINY_BANDS = ("B2_blue", "B3_green", "B4_red", "B8_nir")
+
+
+def tiny_bundle() -> Any:
+    """The scale run's bundle: :func:`tiny_net` with seeded random weights (imports torch)."""
+    import torch
+
+    from geoseg.bundle import ModelBundle, Normalization
+    from geoseg.classes import ClassMap
+
+    class TinyBundle(ModelBundle):
+        def build(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+            m = tiny_net(len(self.bands), self.num_classes)
+            m.load_state_dict(self.state_dict)
+            return m.to(device).eval()
+
+    torch.manual_seed(0)
+    return TinyBundle(
+        arch="tiny",
+        encoder="none",
+        bands=TINY_BANDS,
+        classes=ClassMap.from_names(CLASSES),
+        normalization=Normalization("meanstd", (1000.0,) * 4, (1000.0,) * 4),
+        state_dict=tiny_net(4, 4).state_dict(),
+        dtype="uint16",
+        resolution=(10.0, 10.0),
+    )
+
+
+def tiny_onnx(path: Path) -> Path:
+    """:func:`tiny_bundle` exported to ONNX at ``path`` with geoseg's metadata properties."""
+    import torch
+
+    from geoseg.export import OPSET, _export_graph, _set_metadata, geoseg_properties
+
+    b = tiny_bundle()
+    net = torch.nn.Sequential(b.build("cpu"), torch.nn.Softmax(dim=1)).eval()
+    _export_graph(net, torch.zeros(1, 4, 64, 64), path, opset=OPSET)
+    _set_metadata(path, geoseg_properties(b), doc="geoseg tiny (bench_predict scale)")
+    return path
+
+
+def _status_mb(key: str = "VmRSS") -> float:
+    """``key`` of Linux ``/proc/self/status`` in MB: ``VmRSS`` (now) or ``VmHWM`` (peak).
+
+    ``VmHWM`` is this program's own peak. ``getrusage``'s ``ru_maxrss`` is not, in a child:
+    Linux keeps across ``execve`` the peak of the forked copy of the parent (all its pages
+    counted), so a parent that imported torch to export a model lifts the child's figure.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
 
 
 def build_vrt(n: int, path: Path) -> Path:
@@ -317,45 +375,38 @@ def build_vrt(n: int, path: Path) -> Path:
 
 
 def rss_child(args: argparse.Namespace) -> dict:
-    from geoseg.bundle import ModelBundle, Normalization
-    from geoseg.classes import ClassMap
+    """One predict of an N x N mosaic in this (fresh) process: peak RSS, RSS after imports."""
     from geoseg.predict import predict
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    bands = ("B2_blue", "B3_green", "B4_red", "B8_nir")
+    if args.engine == "torch":
+        import torch
 
-    class TinyBundle(ModelBundle):
-        def build(self, device: str | torch.device = "cpu") -> nn.Module:
-            m = Tiny(len(self.bands), self.num_classes)
-            m.load_state_dict(self.state_dict)
-            return m.to(device).eval()
-
-    b = TinyBundle(
-        arch="tiny",
-        encoder="none",
-        bands=bands,
-        classes=ClassMap.from_names(CLASSES),
-        normalization=Normalization("meanstd", (1000.0,) * 4, (1000.0,) * 4),
-        state_dict=Tiny(4, 4).state_dict(),
-        dtype="uint16",
-        resolution=(10.0, 10.0),
-    )
+        torch.set_num_threads(args.threads)
+    else:
+        import onnxruntime  # noqa: F401  (the engine's library, counted with the imports)
+    rss_imports = _status_mb()
+    if args.engine == "onnx" and not args.model:
+        sys.exit("rss --engine onnx needs --model TINY.onnx (scale exports it)")
+    model: Any = tiny_bundle() if args.engine == "torch" else args.model
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         vrt = build_vrt(args.n, Path(tmp) / "mosaic.vrt")
         r = predict(
             vrt,
             out=f"{tmp}/o.tif",
-            model=b,
+            model=model,
             size=args.size,
             overlap=args.overlap,
             batch_size=args.batch_size or None,
             threads=args.threads,
         )
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = {
         "n": args.n,
-        "peak_rss_mb": round(peak_mb, 1),
+        "engine": args.engine,
+        "rss_after_imports_mb": rss_imports,
+        "peak_rss_mb": _status_mb("VmHWM"),
+        "ru_maxrss_mb": round(maxrss_mb, 1),
+        "torch_imported": "torch" in sys.modules,
         "seconds": r.to_dict()["seconds"],
         "mpx_per_s": round(r.mpx_per_s, 2),
         "peak_buffer_rows": r.peak_buffer_rows,
@@ -365,31 +416,26 @@ def rss_child(args: argparse.Namespace) -> dict:
 
 
 def scale(args: argparse.Namespace) -> dict:
+    """Peak RSS of predict at each of ``--sizes``, one child process each, and their ratio."""
     _need_data()
-    out = {}
-    for n in args.sizes:
-        cmd = [
-            sys.executable,
-            __file__,
-            "rss",
-            "--n",
-            str(n),
-            "--threads",
-            str(args.threads),
-            "--size",
-            str(args.size),
-            "--overlap",
-            str(args.overlap),
-            "--batch-size",
-            str(args.batch_size),
-        ]
-        env = {**os.environ, "GEOSEG_PROGRESS": "0"}
-        p = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-        out[n] = json.loads(p.stdout.strip().splitlines()[-1])
-        print(json.dumps(out[n]), flush=True)
+    out: dict[Any, Any] = {}
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        model = str(tiny_onnx(Path(tmp) / "tiny.onnx")) if args.engine == "onnx" else None
+        for n in args.sizes:
+            cmd = [sys.executable, __file__, "rss", "--n", str(n), "--engine", args.engine]
+            cmd += ["--threads", str(args.threads), "--size", str(args.size)]
+            cmd += ["--overlap", str(args.overlap), "--batch-size", str(args.batch_size)]
+            cmd += ["--model", model] if model else []
+            env = {**os.environ, "GEOSEG_PROGRESS": "0"}
+            p = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+            if p.returncode != 0:
+                sys.exit(f"rss child failed:\n{p.stderr[-3000:]}")
+            out[n] = json.loads(p.stdout.strip().splitlines()[-1])
+            print(json.dumps(out[n]), flush=True)
     if len(args.sizes) == 2:
         a, b = args.sizes
-        print(json.dumps({"rss_ratio": round(out[b]["peak_rss_mb"] / out[a]["peak_rss_mb"], 3)}))
+        out["rss_ratio"] = round(out[b]["peak_rss_mb"] / out[a]["peak_rss_mb"], 3)
+        print(json.dumps({"engine": args.engine, "rss_ratio": out["rss_ratio"]}))
     return out
 
 
@@ -412,6 +458,12 @@ def main() -> None:
     ap.add_argument("--scene", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
+    ap.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="scale/rss: the tiny model as a torch bundle or as ONNX (a torch-free child)",
+    )
     args = ap.parse_args()
     if args.n is None:
         args.n = 2048 if args.what == "speed" else 5000

@@ -17,7 +17,7 @@ from geoseg.errors import ModelBundleError
 from geoseg.export import export_onnx
 from geoseg.predict import predict
 from geoseg.runtime import sources
-from geoseg.runtime.quantize import _grid_windows, calibration_chips
+from geoseg.runtime.quantize import _grid_windows, calibration_chips, split_softmax
 
 BANDS = ("B2", "B3", "B4", "B8")
 
@@ -80,6 +80,33 @@ def test_no_calibration_data_is_a_clear_error(
         export_onnx(path, tmp_path / "q.onnx", int8=True, calibration=tmp_path / "missing")
 
 
+def test_split_softmax_same_probabilities() -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    def graph(axis: int) -> onnx.ModelProto:
+        g = helper.make_graph(
+            [helper.make_node("Softmax", ["x"], ["y"], axis=axis)],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 3, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 3, 4])],
+        )
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = np.random.default_rng(0).normal(0, 20, (2, 5, 3, 4)).astype(np.float32)
+    model = graph(1)
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert split_softmax(model.graph) == 1
+    onnx.checker.check_model(model)
+    assert "Softmax" not in {n.op_type for n in model.graph.node}
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+    other = graph(-1)  # another axis: left alone
+    assert split_softmax(other.graph) == 0 and other.graph.node[0].op_type == "Softmax"
+
+
 def test_int8_round_trip(tmp_path: Path, raster_factory: Callable[..., Path]) -> None:
     import onnx
 
@@ -93,7 +120,8 @@ def test_int8_round_trip(tmp_path: Path, raster_factory: Callable[..., Path]) ->
     assert quant["type"] == "int8" and quant["calibration_chips"] >= 1
     assert props["output"] == "probabilities" and "geoseg" in props
     ops = {n.op_type for n in proto.graph.node}
-    assert "QuantizeLinear" in ops and "Softmax" in ops  # softmax left in float
+    assert "QuantizeLinear" in ops and "Softmax" not in ops  # split: exp / sum, in float
+    assert {"ReduceMax", "Exp", "ReduceSum", "Div"} <= ops
     assert q.stat().st_size < 0.4 * fp32.stat().st_size
     contract, bundle = sources.open_model(q)
     assert bundle is None and contract.source == "geoseg-onnx"

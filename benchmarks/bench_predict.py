@@ -28,6 +28,9 @@ import numpy as np
 import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peak import peak_rss_mb, status_mb  # noqa: E402
+
 SCENE = ROOT.parent / "shared" / "data" / "aber-s2" / "s2_10band.tif"
 LABELS = SCENE.with_name("landcover.tif")
 CLASSES = ["forest", "grass", "urban", "water"]
@@ -111,7 +114,7 @@ def predict_child(args: argparse.Namespace) -> dict:
         "windows": r.windows,
         "windows_skipped": r.windows_skipped,
         "redundancy": round(r.redundancy, 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
     print(json.dumps(res))
     return res
@@ -190,12 +193,14 @@ def speed(args: argparse.Namespace) -> dict:
     return res
 
 
-def chips_forward(net: nn.Module, x: np.ndarray, args: argparse.Namespace) -> float:
+def chips_forward(net: Any, x: np.ndarray, args: argparse.Namespace) -> float:
     """Seconds of the model alone over predict's plan of ``x`` (bands, h, w), batched as predict.
 
     Ragged edge chips as predict plans them for a model of any input size, same-shaped chips
     batched together (``--batch-size``, 0: predict's CPU default), each padded to a multiple of 32.
     """
+    import torch
+
     from geoseg.grid import plan_windows
     from geoseg.pipeline import default_batch_size
     from geoseg.predict import pad_to
@@ -326,19 +331,6 @@ def tiny_onnx(path: Path) -> Path:
     return path
 
 
-def _status_mb(key: str = "VmRSS") -> float:
-    """``key`` of Linux ``/proc/self/status`` in MB: ``VmRSS`` (now) or ``VmHWM`` (peak).
-
-    ``VmHWM`` is this program's own peak. ``getrusage``'s ``ru_maxrss`` is not, in a child:
-    Linux keeps across ``execve`` the peak of the forked copy of the parent (all its pages
-    counted), so a parent that imported torch to export a model lifts the child's figure.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
 def build_vrt(n: int, path: Path) -> Path:
     """An n x n 4-band VRT mosaicking copies of aber-s2 (B2, B3, B4, B8).
 
@@ -384,7 +376,7 @@ def rss_child(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     else:
         import onnxruntime  # noqa: F401  (the engine's library, counted with the imports)
-    rss_imports = _status_mb()
+    rss_imports = status_mb()
     if args.engine == "onnx" and not args.model:
         sys.exit("rss --engine onnx needs --model TINY.onnx (scale exports it)")
     model: Any = tiny_bundle() if args.engine == "torch" else args.model
@@ -404,7 +396,7 @@ def rss_child(args: argparse.Namespace) -> dict:
         "n": args.n,
         "engine": args.engine,
         "rss_after_imports_mb": rss_imports,
-        "peak_rss_mb": _status_mb("VmHWM"),
+        "peak_rss_mb": peak_rss_mb(),
         "ru_maxrss_mb": round(maxrss_mb, 1),
         "torch_imported": "torch" in sys.modules,
         "seconds": r.to_dict()["seconds"],

@@ -5,7 +5,7 @@
 Same model (one U-Net/ResNet-18 bundle saved once; ``--model`` for a trained one), same scene
 (aber-s2 bands B2 B3 B4 B8 mirrored to N x N, a tiled DEFLATE GeoTIFF), same torch threads,
 same chips (``--size`` px every ``--size - --overlap`` px). Each contender runs in its own
-fresh process, so its peak RSS (``ru_maxrss``) is its own; seconds are those of the work
+fresh process, so its peak RSS (``VmHWM``, :mod:`peak`) is its own; seconds are those of the work
 (imports and process start excluded), best of ``--repeat``:
 
 * ``full_frame``: one forward pass over the whole scene (the physical floor on this machine).
@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,10 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_predict as bp
+from peak import peak_rss_mb
 
 
 def _peak_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return peak_rss_mb()
 
 
 def _load(model: str) -> object:

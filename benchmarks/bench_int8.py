@@ -65,20 +65,20 @@ def network_seconds(
     return {k: round(v, 4) for k, v in best.items()}
 
 
-def speed_large(bundle_path: Path, files: dict[str, Path], tmp: Path, args: Any) -> dict:
-    """Whole predict and network alone of each contender on aber-s2 mirrored to N x N."""
-    bundle = ModelBundle.load(bundle_path)
-    scene = mirror_scene(
-        args.speed_n, tmp / "mirror.tif", bands=tuple(range(1, bundle.in_channels + 1))
-    )
-    contenders = {"torch_fp32": bundle_path, **files}
+def timed_runs(
+    scene: Path, contenders: dict[str, Path], out_dir: Path, prefix: str, args: Any
+) -> tuple[dict[str, list[float]], dict[str, dict]]:
+    """``predict`` of ``scene`` by each contender, alternated ``--repeat`` times.
+
+    Returns the seconds of every run per contender and the stages of each one's best run.
+    """
     secs: dict[str, list[float]] = {k: [] for k in contenders}
     stages: dict[str, dict] = {}
     for _ in range(args.repeat):
         for k, m in contenders.items():
             rep = predict(
                 scene,
-                out=tmp / f"big_{k}.tif",
+                out=out_dir / f"{prefix}{k}.tif",
                 model=m,
                 batch_size=args.batch_size,
                 threads=args.threads,
@@ -88,6 +88,17 @@ def speed_large(bundle_path: Path, files: dict[str, Path], tmp: Path, args: Any)
             secs[k].append(round(rep.seconds["total"], 3))
             if secs[k][-1] <= min(secs[k]):
                 stages[k] = {s: round(v, 3) for s, v in rep.seconds.items()}
+    return secs, stages
+
+
+def speed_large(bundle_path: Path, files: dict[str, Path], tmp: Path, args: Any) -> dict:
+    """Whole predict and network alone of each contender on aber-s2 mirrored to N x N."""
+    bundle = ModelBundle.load(bundle_path)
+    scene = mirror_scene(
+        args.speed_n, tmp / "mirror.tif", bands=tuple(range(1, bundle.in_channels + 1))
+    )
+    contenders = {"torch_fp32": bundle_path, **files}
+    secs, stages = timed_runs(scene, contenders, tmp, "big_", args)
     chips = calibration_chips(bundle, calibration=scene, count=args.batch_size)
     net = network_seconds(bundle_path, files, chips, args)
     best = {k: min(v) for k, v in secs.items()}
@@ -118,19 +129,7 @@ def one_model(
         fp32 = export_onnx(bundle_path, t / "fp32.onnx")
         int8 = export_onnx(bundle_path, t / "int8.onnx", int8=True)
         contenders = {"torch_fp32": bundle_path, "onnx_fp32": fp32, "onnx_int8": int8}
-        secs: dict[str, list[float]] = {k: [] for k in contenders}
-        for _ in range(args.repeat):
-            for k, m in contenders.items():
-                rep = predict(
-                    scene,
-                    out=t / f"{k}.tif",
-                    model=m,
-                    batch_size=args.batch_size,
-                    threads=args.threads,
-                    device="cpu",
-                    overwrite=True,
-                )
-                secs[k].append(rep.seconds["total"])
+        secs, _ = timed_runs(scene, contenders, t, "", args)
         maps = {}
         for k in contenders:
             with rasterio.open(t / f"{k}.tif") as ds:

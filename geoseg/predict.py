@@ -364,9 +364,13 @@ class PredictionWriter:
             )
 
     def __enter__(self) -> PredictionWriter:
-        for w in (self.classes, self.proba, self.conf):
-            if w is not None:
-                self._stack.enter_context(w)
+        try:
+            for w in (self.classes, self.proba, self.conf):
+                if w is not None:
+                    self._stack.enter_context(w)
+        except BaseException as exc:  # e.g. Ctrl-C while the second output opens: drop the first
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:

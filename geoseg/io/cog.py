@@ -105,6 +105,16 @@ class CogWriter:
 
     # ---- context --------------------------------------------------------------------
     def __enter__(self) -> CogWriter:
+        # Whatever stops the opening half-way (a bad folder, Ctrl-C between two temporaries)
+        # removes what it made: ``with`` calls no ``__exit__`` for a failed ``__enter__``.
+        try:
+            self._open()
+        except BaseException as exc:  # the temporaries are dropped, never published
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def _open(self) -> None:
         sides = sidecar_paths(self.path)
         outputs = [self.path]
         names = ["tif"]
@@ -143,14 +153,12 @@ class CogWriter:
         try:
             self._stage = rasterio.open(self._stage_path, "w", **profile)
         except RasterioIOError as exc:
-            self._stack.close()
             raise OutputWriteError(
                 f"{self.path}: cannot write ({exc}); choose a writable folder"
             ) from exc
         if self.classes is not None:
             # The colour table goes in before any data, as GDAL expects for a palette TIFF.
             self._stage.write_colormap(1, self.classes.colormap())
-        return self
 
     def write(self, data: np.ndarray, window: Window) -> None:
         """Write ``data`` (``(count, h, w)`` or ``(h, w)``) at ``window`` of the output grid."""

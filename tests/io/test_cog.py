@@ -63,6 +63,51 @@ def test_failure_inside_writer_leaves_no_output(tmp_path: Path, grid: Grid) -> N
     assert list(tmp_path.iterdir()) == []
 
 
+def test_interrupt_while_opening_leaves_no_temporary(
+    tmp_path: Path, grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C after the temporaries exist but before __enter__ returns: ``with`` calls no
+    # __exit__, so __enter__ itself must remove them (a CI run once left two stage files).
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rasterio.io.DatasetWriter, "write_colormap", interrupted)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        CogWriter(tmp_path / "x.tif", grid=grid, classes=ClassMap.from_names(["a"]), nodata=255),
+    ):
+        pytest.fail("the writer must not open")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prediction_writer_drops_the_first_output_when_the_second_cannot_open(
+    tmp_path: Path, grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geoseg import predict as gp
+
+    real = CogWriter._open
+
+    def second_interrupted(self: CogWriter) -> None:
+        if "proba" in self.path.name:
+            raise KeyboardInterrupt
+        real(self)
+
+    monkeypatch.setattr(CogWriter, "_open", second_interrupted)
+    writer = gp.PredictionWriter(
+        out=tmp_path / "classes.tif",
+        grid=grid,
+        classes=ClassMap.from_names(["a", "b"]),
+        tags={},
+        probabilities=tmp_path / "classes_proba.tif",
+        probability_dtype="uint8",
+        confidence=None,
+        overwrite=False,
+    )
+    with pytest.raises(KeyboardInterrupt), writer:
+        pytest.fail("the writer must not open")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_is_kept_without_overwrite(tmp_path: Path, grid: Grid) -> None:
     out = tmp_path / "x.tif"
     out.write_bytes(b"precious")

@@ -551,10 +551,25 @@ def _row_task(args: tuple[Any, ...]) -> list[_Block]:
 
 
 def _make_pool(n: int) -> Any:
-    """``n`` spawned worker processes that leave Ctrl-C to the parent."""
-    import multiprocessing
+    """``n`` spawned worker processes that leave Ctrl-C to the parent.
 
-    return multiprocessing.get_context("spawn").Pool(n, initializer=_ignore_sigint)
+    The workers are started with SIGINT ignored (an ignored signal stays ignored across
+    ``exec``, and Python keeps it so): a Ctrl-C that reaches the process group while a worker
+    is still importing would otherwise print that worker's traceback. The initializer keeps
+    it ignored where the pool is made off the main thread (no signal handlers can be set there).
+    """
+    import multiprocessing
+    import signal
+    import threading
+
+    ctx = multiprocessing.get_context("spawn")
+    if threading.current_thread() is not threading.main_thread():
+        return ctx.Pool(n, initializer=_ignore_sigint)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return ctx.Pool(n, initializer=_ignore_sigint)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _ignore_sigint() -> None:

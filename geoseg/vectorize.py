@@ -531,15 +531,18 @@ def _row_results(
     ):
         yield (_row_task(t) for t in tasks)
         return
-    pool = _make_pool(n)
+    pool = None
     try:
+        with _sigint_held():
+            pool = _make_pool(n)
         yield pool.imap(_row_task, tasks, chunksize=1)
     except BaseException:
         # Ctrl-C or an error: kill the workers now instead of waiting for their rows.
         # multiprocessing.Pool, not ProcessPoolExecutor: a worker killed while sending its
         # result leaves the executor's manager thread blocked forever, and Python's exit
         # joins that thread; Pool.terminate() is made for this.
-        pool.terminate()
+        if pool is not None:
+            pool.terminate()
         raise
     pool.close()
     pool.join()
@@ -551,25 +554,36 @@ def _row_task(args: tuple[Any, ...]) -> list[_Block]:
 
 
 def _make_pool(n: int) -> Any:
-    """``n`` spawned worker processes that leave Ctrl-C to the parent.
-
-    The workers are started with SIGINT ignored (an ignored signal stays ignored across
-    ``exec``, and Python keeps it so): a Ctrl-C that reaches the process group while a worker
-    is still importing would otherwise print that worker's traceback. The initializer keeps
-    it ignored where the pool is made off the main thread (no signal handlers can be set there).
-    """
+    """``n`` spawned worker processes that leave Ctrl-C to the parent (see :func:`_sigint_held`)."""
     import multiprocessing
+
+    return multiprocessing.get_context("spawn").Pool(n, initializer=_ignore_sigint)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Processes started inside are born ignoring Ctrl-C (it is the parent's to handle).
+
+    An ignored signal stays ignored across ``exec``: a Ctrl-C reaching a worker still
+    importing printed that worker's traceback. Meanwhile SIGINT is also blocked in this
+    thread, so a Ctrl-C aimed at it stays pending (Linux queues a blocked signal even while it
+    is ignored) and is raised on exit; one that another thread of the process (BLAS, GDAL)
+    takes during the pool's start is lost, and the user presses Ctrl-C again. Off the main
+    thread (no handlers can be set there) nothing changes.
+    """
     import signal
     import threading
 
-    ctx = multiprocessing.get_context("spawn")
     if threading.current_thread() is not threading.main_thread():
-        return ctx.Pool(n, initializer=_ignore_sigint)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return ctx.Pool(n, initializer=_ignore_sigint)
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _ignore_sigint() -> None:

@@ -325,7 +325,7 @@ def test_ctrl_c_stops_promptly_without_output(
     # issue 19 item 3: Ctrl-C (SIGINT to the process group, as a terminal sends it) during a
     # sieved, multi-process vectorize ends it in about a second: exit 130, no output file.
     # delay 0: the signal reaches workers still importing (they printed a traceback until the
-    # pool was started with SIGINT ignored; 1 of 3 runs failed); delay 1: workers are sieving
+    # pool was started with SIGINT ignored; 3 of 6 runs failed); delay 1: workers are sieving
     import os
     import signal
     import subprocess
@@ -343,11 +343,18 @@ def test_ctrl_c_stops_promptly_without_output(
         argv, env=env, start_new_session=True, stderr=subprocess.PIPE, preexec_fn=default_sigint
     )
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    status = Path(f"/proc/{proc.pid}/status")
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60 and proc.poll() is None:
-        if children.exists() and len(children.read_text().split()) >= 2:
-            break  # the worker pool is up: rows are being sieved and polygonized
-        time.sleep(0.05)
+        # the pool is up (the resource tracker and 2 workers) and the parent handles Ctrl-C
+        # again (SigIgn: it ignores SIGINT, bit 1, only while it starts the workers)
+        ignoring = any(
+            line.startswith("SigIgn:") and int(line.split()[1], 16) & 2
+            for line in status.read_text().splitlines()
+        )
+        if len(children.read_text().split()) >= 3 and not ignoring:
+            break
+        time.sleep(0.01)
     time.sleep(delay)
     assert proc.poll() is None, "vectorize ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)

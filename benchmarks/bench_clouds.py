@@ -178,7 +178,7 @@ def run_geoseg(path: str, out: str, model: str, reflectance: str, threads: int) 
         "peak_rss_mb": _peak_mb(),
         "size": r.size,
         "overlap": r.overlap,
-        "peak_buffer_rows": r.peak_buffer_rows,
+        "peak_buffer_pixels": r.peak_buffer_pixels,
     }
 
 

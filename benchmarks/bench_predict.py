@@ -401,7 +401,7 @@ def rss_child(args: argparse.Namespace) -> dict:
         "torch_imported": "torch" in sys.modules,
         "seconds": r.to_dict()["seconds"],
         "mpx_per_s": round(r.mpx_per_s, 2),
-        "peak_buffer_rows": r.peak_buffer_rows,
+        "peak_buffer_pixels": r.peak_buffer_pixels,
     }
     print(json.dumps(res))
     return res

@@ -36,7 +36,7 @@ from rasterio.windows import Window
 from geoseg.classes import IGNORE_INDEX
 from geoseg.errors import BandMismatchError, ModelBundleError
 from geoseg.grid import Grid, plan_windows
-from geoseg.stitch import Band, RowBandStitcher, chip_weights
+from geoseg.stitch import Band, ChipStitcher, chip_weights
 
 if TYPE_CHECKING:
     from geoseg.io.cog import CogWriter
@@ -211,6 +211,7 @@ def open_clouds(
     main_indexes: Sequence[int],
     grid: Grid,
     overlap: int,
+    windows: Sequence[Window],
     model: str = AUTO,
     bands: Sequence[str | int] | None = None,
     reflectance: str | None = None,
@@ -255,6 +256,7 @@ def open_clouds(
         plan,
         grid=grid,
         overlap=overlap,
+        windows=windows,
         positions=positions,
         read_indexes=read,
         mask_out=out,
@@ -272,6 +274,7 @@ class CloudMasker:
         plan: the cloud model and scene bands (:func:`plan_clouds`).
         grid: the prediction grid.
         overlap: the chip overlap of the stream (blend weights as the land-cover model's).
+        windows: the stream's chip plan (the mask is blended and released in its pieces).
         positions: where the cloud model's bands are in each chip's ``data``
             (:func:`union_bands`).
         read_indexes: the scene bands the stream reads for both models (default: the
@@ -291,6 +294,7 @@ class CloudMasker:
         *,
         grid: Grid,
         overlap: int,
+        windows: Sequence[Window],
         positions: Sequence[int],
         read_indexes: Sequence[int] | None = None,
         mask_out: Path | None = None,
@@ -310,8 +314,11 @@ class CloudMasker:
         self._engine = engine
         self._device = device
         self._threads = threads
-        self.stitcher = RowBandStitcher(
-            shape=grid.shape, num_classes=self.contract.num_classes, overlap=overlap
+        self.stitcher = ChipStitcher(
+            shape=grid.shape,
+            num_classes=self.contract.num_classes,
+            overlap=overlap,
+            windows=windows,
         )
         self.cloud_pixels = 0
         self.shadow_pixels = 0
@@ -368,7 +375,7 @@ class CloudMasker:
         probs = self.probabilities(x, valid)
         t1 = time.perf_counter()
         for chip, p in zip(chips, probs, strict=True):
-            self.stitcher.add(chip.window, p)
+            self.stitcher.accumulate(chip.window, p)
         self.seconds["infer"] += t1 - t0
         self.seconds["blend"] += time.perf_counter() - t1
 
@@ -399,19 +406,14 @@ class CloudMasker:
 
     # -- per released row band -----------------------------------------------------------------
     def apply(self, window: Window, valid: np.ndarray) -> np.ndarray:
-        """Release the same rows as the land-cover band ``window``; ``valid`` without clouds.
+        """Release the same piece as the land-cover band ``window``; ``valid`` without clouds.
 
         ``valid`` is the band's (h, w) validity (scene data and chip coverage). Cloud and
         shadow pixels among them are counted, written to the mask COG and returned False.
         """
         t0 = time.perf_counter()
-        r0, h = int(window.row_off), int(window.height)
-        if self.stitcher.top != r0:
-            raise RuntimeError(f"cloud rows out of step: at {self.stitcher.top}, asked for {r0}")
-        band = self.stitcher.release(r0 + h)
+        band = self.stitcher.take(window)
         t1 = time.perf_counter()
-        if band is None:  # pragma: no cover - the land-cover band always has rows
-            return valid
         ok = valid & band.covered
         cls = np.where(ok, band.probabilities.argmax(axis=0), IGNORE_INDEX).astype(np.uint8)
         self.cloud_pixels += int((cls == CLOUD).sum())

@@ -555,7 +555,7 @@ class PredictReport:
     valid_pixels: int
     area_km2: float
     seconds: dict[str, float] = field(default_factory=dict)
-    peak_buffer_rows: int = 0
+    peak_buffer_pixels: int = 0
     model_source: str = ""
     reflectance: dict[str, list[float]] | None = None
     clouds: dict[str, Any] | None = None
@@ -1039,6 +1039,7 @@ def _open_clouds(
         main_indexes=fit.indexes,
         grid=p.grid,
         overlap=opts.overlap,
+        windows=p.windows,
         model=model,
         bands=bands,
         mask_out=mask_out,
@@ -1097,7 +1098,7 @@ def _report(
         inferred_pixels=run.inferred_pixels,
         area_km2=_area_km2(p.grid),
         seconds=run.seconds,
-        peak_buffer_rows=run.stitcher.peak_rows,
+        peak_buffer_pixels=run.stitcher.peak_pixels,
         model_source=c.source,
         reflectance=refl,
     )
@@ -1140,7 +1141,7 @@ class _RowsWriter:
         i, j = a - int(band.window.row_off), b - int(band.window.row_off)
         return self.writer.write(
             Band(
-                Window(0, a - self.rows[0], band.window.width, b - a),
+                Window(band.window.col_off, a - self.rows[0], band.window.width, b - a),
                 band.probabilities[:, i:j],
                 band.covered[i:j],
                 None if band.valid is None else band.valid[i:j],

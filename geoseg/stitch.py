@@ -1,13 +1,17 @@
-"""Seam-free stitching of overlapping chip predictions, streamed row band by row band.
+"""Seam-free stitching of overlapping chip predictions, streamed cell by cell.
 
-Chips are predicted in row-major order. :class:`RowBandStitcher` accumulates weighted class
-probabilities ``sum(w * p)`` and weights ``sum(w)`` for a band of rows only: rows from the
-first row not yet final down to the bottom of the lowest chip added so far. When every chip of
-a row of chips has been added, the rows above the next row of chips can no longer change;
-:meth:`RowBandStitcher.release` normalises them and hands them out, and the buffer drops them.
-Memory is therefore ``classes x (chip size + stride) x scene width`` floats, whatever the
-scene's height, held in one ring buffer that is allocated once (released rows are zeroed and
-reused; nothing is concatenated or copied per row band).
+Chips are predicted in row-major order. :class:`ChipStitcher` accumulates weighted class
+probabilities ``sum(w * p)`` and weights ``sum(w)`` in *cells*: each chip owns the rows from
+its row of chips' start to the next row's start and the columns from its own start to the next
+chip's start (the first and last of a row reach the scene's edges). A cell can no longer
+change once its chip is in: later chips of the same row start right of it, and the next row of
+chips starts below it. It is then normalised, handed out as a :class:`Band` and dropped.
+
+Storage is allocated per cell, lazily and only down to the lowest row a chip has touched: while
+a row of chips is blended, the cells of the next row hold only the overlap rows the current
+chips reach into. Memory is therefore about ``classes x overlap x scene width`` floats plus a
+few chips, whatever the scene's height, and a quarter to an eighth of a full band of chip rows
+across a wide scene (256/64 and 512/64 windows).
 
 The weights (:func:`chip_weights`) are the grid's sin² (Hann) ramps on edges that border
 another chip, full weight on the scene's own border, with an extra *trim*: the outermost
@@ -17,7 +21,9 @@ negligible weight, so every pixel is decided by chips that saw context around it
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import bisect
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,14 +35,14 @@ __all__ = [
     "TRIM_WEIGHT",
     "Band",
     "ChipStitcher",
-    "RowBandStitcher",
     "chip_weights",
     "default_trim",
 ]
 
 
-#: Most pixels in one released band (:class:`ChipStitcher` splits larger releases by rows).
-RELEASE_PIXELS = 2**19
+#: Most pixels in one released band: cells are handed out joined along their strip up to this
+#: (or to the strip's end), and rows no chip touches (an AOI's gap rows) in bands of at most it.
+RELEASE_PIXELS = 2**17
 
 
 def default_trim(overlap: int) -> int:
@@ -65,7 +71,7 @@ def chip_weights(
 
 @dataclass(frozen=True)
 class Band:
-    """Final rows ``[row_off, row_off + height)`` of the scene, full width.
+    """A final piece of the scene: a chip's cell, or rows no chip touches.
 
     Attributes:
         window: the rows as a window of the scene grid.
@@ -86,147 +92,56 @@ class Band:
         return self.covered if self.valid is None else self.covered & self.valid
 
 
-class RowBandStitcher:
-    """Accumulate weighted chip probabilities and release finished row bands.
+@dataclass(eq=False)
+class _Cell:
+    """One released piece: its window, the plan index after which it is final, its sums.
+
+    ``acc``/``wsum``/``valid`` hold the cell's first ``rows`` rows (``None`` until a chip
+    touches it); rows below were not reached yet.
+    """
+
+    window: Window
+    ready: int
+    last: bool = False  # the last cell of its strip
+    rows: int = 0
+    released: bool = False
+    acc: np.ndarray | None = None
+    wsum: np.ndarray | None = None
+    valid: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Strip:
+    """Rows ``[top, bottom)`` of the scene cut into cells at columns ``xs``."""
+
+    top: int
+    bottom: int
+    xs: list[int]
+    cells: list[_Cell]
+
+
+class ChipStitcher:
+    """Blend chip probabilities for a chip plan and hand out cells as soon as they are final.
+
+    Give it the row-major ``windows`` that will come; for each, call :meth:`add` (with its
+    probabilities and valid mask) or :meth:`skip` (an all-nodata chip, never inferred), in
+    order. Each call returns the :class:`Band` pieces that became final; :meth:`finish`
+    returns the rest. Every pixel of rows ``[start, stop)`` (``rows``, default the whole
+    scene; a part of a scene predicted apart, :mod:`geoseg.parallel`) is handed out exactly
+    once; pixels under no chip come out uncovered. Validity (``Band.valid``) is the union of the
+    chips' valid masks. The weights are those of the whole scene.
+
+    A second stitcher on the same plan that only accumulates (:meth:`accumulate`: the cloud
+    model's, :mod:`geoseg.clouds`) gives the same pieces back with :meth:`take`.
 
     Args:
         shape: scene shape ``(height, width)``.
         num_classes: number of probability channels.
         overlap: chip overlap (for the weights).
+        windows: the chip plan, row-major (rows by ``row_off``, columns increasing in a row).
         trim: pixels weighted ~0 on inner chip edges (default :func:`default_trim`).
         kind: ramp shape.
-        top: the first row held (rows above it are never added nor released).
-    """
-
-    def __init__(
-        self,
-        *,
-        shape: tuple[int, int],
-        num_classes: int,
-        overlap: int,
-        trim: int | None = None,
-        kind: BlendKind = "hann",
-        top: int = 0,
-    ) -> None:
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.num_classes = num_classes
-        self.overlap = overlap
-        self.trim = default_trim(overlap) if trim is None else trim
-        self.kind: BlendKind = kind
-        self.top = int(top)  # first row not yet released (rows above it are never held)
-        self.bottom = self.top  # one past the lowest row a chip has touched
-        # A ring of rows: scene row r lives at ring row r % capacity. Released rows are zeroed
-        # in place and reused, so no array is reallocated or copied once the ring has the
-        # height of a band of chips (it grows only when a band needs more rows).
-        self._acc = np.zeros((num_classes, 0, self.shape[1]), dtype=np.float32)
-        self._wsum = np.zeros((0, self.shape[1]), dtype=np.float32)
-        self._weights: dict[tuple[int, int, int, int], np.ndarray] = {}
-        self.peak_rows = 0
-
-    @property
-    def buffered_rows(self) -> int:
-        """Rows currently held in memory (accumulating, not yet released)."""
-        return max(0, self.bottom - self.top)
-
-    @property
-    def capacity(self) -> int:
-        """Rows the ring buffer can hold."""
-        return int(self._wsum.shape[0])
-
-    def _weights_for(self, window: Window) -> np.ndarray:
-        h, w = self.shape
-        r0, c0 = int(window.row_off), int(window.col_off)
-        wh, ww = int(window.height), int(window.width)
-        # Weights depend on the window size and on which of its edges are inner edges.
-        key = (wh, ww, (r0 > 0) + 2 * (r0 + wh < h), (c0 > 0) + 2 * (c0 + ww < w))
-        wts = self._weights.get(key)
-        if wts is None:
-            wts = chip_weights(window, self.shape, self.overlap, trim=self.trim, kind=self.kind)
-            self._weights[key] = wts
-        return wts
-
-    def _pieces(self, r0: int, n: int) -> list[tuple[slice, slice]]:
-        """``(ring rows, local rows)`` of scene rows ``[r0, r0 + n)``: one or two pieces."""
-        cap = self.capacity
-        start = r0 % cap
-        first = min(n, cap - start)
-        pieces = [(slice(start, start + first), slice(0, first))]
-        if first < n:
-            pieces.append((slice(0, n - first), slice(first, n)))
-        return pieces
-
-    def _grow(self, bottom: int) -> None:
-        """Make room for rows up to ``bottom`` (exclusive), keeping the rows held."""
-        need = bottom - self.top
-        if need > self.capacity:
-            held = max(0, self.bottom - self.top)
-            acc = np.zeros((self.num_classes, need, self.shape[1]), dtype=np.float32)
-            wsum = np.zeros((need, self.shape[1]), dtype=np.float32)
-            if held:
-                for ring, local in self._pieces(self.top, held):
-                    acc[:, local] = self._acc[:, ring]
-                    wsum[local] = self._wsum[ring]
-            # the new ring starts at row ``top``: rotate so that row r sits at r % need
-            shift = self.top % need
-            self._acc = np.roll(acc, shift, axis=1) if shift else acc
-            self._wsum = np.roll(wsum, shift, axis=0) if shift else wsum
-        self.bottom = max(self.bottom, bottom)
-        self.peak_rows = max(self.peak_rows, self.bottom - self.top)
-
-    def add(self, window: Window, probabilities: np.ndarray) -> None:
-        """Add a chip's class probabilities ``(classes, h, w)`` at ``window``."""
-        r0, c0 = int(window.row_off), int(window.col_off)
-        h, w = int(window.height), int(window.width)
-        if r0 < self.top:
-            raise ValueError(f"chip at row {r0} is above released rows (< {self.top})")
-        if probabilities.shape != (self.num_classes, h, w):
-            raise ValueError(
-                f"chip probabilities have shape {probabilities.shape}, "
-                f"expected {(self.num_classes, h, w)}"
-            )
-        self._grow(r0 + h)
-        wts = self._weights_for(window)
-        cs = slice(c0, c0 + w)
-        for ring, local in self._pieces(r0, h):
-            self._acc[:, ring, cs] += probabilities[:, local] * wts[local]
-            self._wsum[ring, cs] += wts[local]
-
-    def release(self, upto: int) -> Band | None:
-        """Normalise and hand out rows ``[top, upto)``; they are dropped from the buffer.
-
-        Call it only when no chip still to come touches those rows. Returns ``None`` when
-        there is nothing new to release.
-        """
-        upto = min(int(upto), self.shape[0])
-        n = upto - self.top
-        if n <= 0:
-            return None
-        self._grow(upto)
-        probs = np.empty((self.num_classes, n, self.shape[1]), dtype=np.float32)
-        covered = np.empty((n, self.shape[1]), dtype=bool)
-        for ring, local in self._pieces(self.top, n):
-            wsum = self._wsum[ring]
-            covered[local] = wsum > 0
-            np.divide(self._acc[:, ring], np.where(wsum > 0, wsum, 1.0), out=probs[:, local])
-            self._acc[:, ring] = 0.0
-            wsum[...] = 0.0
-        band = Band(Window(0, self.top, self.shape[1], n), probs, covered)
-        self.top = upto
-        self.bottom = max(self.bottom, upto)
-        return band
-
-
-class ChipStitcher:
-    """A :class:`RowBandStitcher` that also owns validity and row release, for a chip plan.
-
-    Give it the row-major ``windows`` that will come; for each, call :meth:`add` (with its
-    probabilities) or :meth:`skip` (an all-nodata chip, never inferred), in order. Each call
-    returns the bands that became final: when the last chip of a row of chips is in, the
-    rows above the next row of chips can no longer change. :meth:`finish` returns the rest.
-    Validity (``Band.valid``) is the union of the chips' valid masks. ``rows``: only the rows
-    ``[start, stop)`` that the windows span are held and released (default: the whole scene),
-    for a part of a scene predicted apart (:mod:`geoseg.parallel`); the weights stay those of
-    the whole scene.
+        rows: the rows held and released, ``(start, stop)``.
     """
 
     def __init__(
@@ -240,88 +155,260 @@ class ChipStitcher:
         kind: BlendKind = "hann",
         rows: tuple[int, int] | None = None,
     ) -> None:
-        top, self.height = (0, int(shape[0])) if rows is None else (int(rows[0]), int(rows[1]))
-        self.blend = RowBandStitcher(
-            shape=shape, num_classes=num_classes, overlap=overlap, trim=trim, kind=kind, top=top
-        )
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.num_classes = num_classes
+        self.overlap = overlap
+        self.trim = default_trim(overlap) if trim is None else trim
+        self.kind: BlendKind = kind
+        top, self.height = (0, self.shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
+        self.top = top
+        self._index = {(int(w.row_off), int(w.col_off)): k for k, w in enumerate(windows)}
+        self._strips = self._cut(list(windows))
+        self._tops = [s.top for s in self._strips]
+        self._cells = [c for s in self._strips for c in s.cells]  # in release order
+        self._by_window = {
+            (s.top, int(c.window.col_off)): (s, j)
+            for s in self._strips
+            for j, c in enumerate(s.cells)
+        }
+        self._run: list[Band] = []  # cells handed out, joined along their strip before leaving
+        self._run_pixels = 0
+        self._done = [False] * len(windows)
+        self._next_chip = 0  # chips [0, _next_chip) are all in
+        self._next_cell = 0  # cells [0, _next_cell) are handed out
+        self._weights: dict[tuple[int, int, int, int], np.ndarray] = {}
+        self.held_pixels = 0
+        self.peak_pixels = 0
+
+    # -- the plan's cells ----------------------------------------------------------------------
+    def _cut(self, windows: list[Window]) -> list[_Strip]:
+        width = self.shape[1]
+        strips: list[_Strip] = []
+        gap_rows = max(1, RELEASE_PIXELS // max(1, width))
+
+        def gap(a: int, b: int, ready: int) -> None:
+            for r in range(a, b, gap_rows):
+                n = min(gap_rows, b - r)
+                strips.append(_Strip(r, r + n, [0], [_Cell(Window(0, r, width, n), ready, True)]))
+
         by_row = list(windows_by_row(windows))
-        self.row_starts = [r for r, _ in by_row]
-        self._remaining = [len(ws) for _, ws in by_row]
-        self._row_index = {r: i for i, r in enumerate(self.row_starts)}
-        self._done_rows = 0
-        self._valid = _ValidRows(int(shape[1]), top)
+        first = int(by_row[0][0]) if by_row else self.height
+        gap(self.top, min(max(first, self.top), self.height), -1)
+        reach = self.top  # the lowest row any chip so far touches
+        k = 0
+        for i, (r, ws) in enumerate(by_row):
+            cols = [int(w.col_off) for w in ws]
+            if any(b <= a for a, b in itertools.pairwise(cols)):
+                raise ValueError(f"chips of row {r} are not in increasing column order: {cols}")
+            a = max(self.top, int(r))
+            b = min(self.height, int(by_row[i + 1][0]) if i + 1 < len(by_row) else self.height)
+            reach = max(reach, *(int(w.row_off + w.height) for w in ws))
+            m = max(a, min(b, reach))  # rows [m, b) no chip touches: released after this row
+            if m > a:
+                xs = [0, *cols[1:]]
+                ends = [*cols[1:], width]
+                cells = [
+                    _Cell(Window(x, a, e - x, m - a), k + j, j == len(xs) - 1)
+                    for j, (x, e) in enumerate(zip(xs, ends, strict=True))
+                ]
+                strips.append(_Strip(a, m, xs, cells))
+            k += len(ws)
+            gap(m, b, k - 1)
+        return strips
 
-    @property
-    def peak_rows(self) -> int:
-        """Most rows held at once."""
-        return self.blend.peak_rows
+    # -- blending ------------------------------------------------------------------------------
+    def _weights_for(self, window: Window) -> np.ndarray:
+        h, w = self.shape
+        r0, c0 = int(window.row_off), int(window.col_off)
+        wh, ww = int(window.height), int(window.width)
+        # Weights depend on the window size and on which of its edges are inner edges.
+        key = (wh, ww, (r0 > 0) + 2 * (r0 + wh < h), (c0 > 0) + 2 * (c0 + ww < w))
+        wts = self._weights.get(key)
+        if wts is None:
+            wts = chip_weights(window, self.shape, self.overlap, trim=self.trim, kind=self.kind)
+            self._weights[key] = wts
+        return wts
 
+    def _touched(self, window: Window) -> list[tuple[_Cell, slice, slice]]:
+        """The cells under ``window``: ``(cell, chip rows, chip columns)`` of each."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        out = []
+        s = max(0, bisect.bisect_right(self._tops, r0) - 1)
+        while s < len(self._strips) and self._strips[s].top < r1:
+            strip = self._strips[s]
+            s += 1
+            y0, y1 = max(r0, strip.top), min(r1, strip.bottom)
+            if y0 >= y1:
+                continue
+            j = max(0, bisect.bisect_right(strip.xs, c0) - 1)
+            while j < len(strip.cells) and strip.xs[j] < c1:
+                cell = strip.cells[j]
+                j += 1
+                x0 = max(c0, int(cell.window.col_off))
+                x1 = min(c1, int(cell.window.col_off + cell.window.width))
+                if x0 < x1:
+                    out.append((cell, slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0)))
+        return out
+
+    def _reach(self, cell: _Cell, rows: int) -> None:
+        """Hold at least the cell's first ``rows`` rows (its full height once it grows twice)."""
+        if rows <= cell.rows:
+            return
+        h, w = int(cell.window.height), int(cell.window.width)
+        n = rows if cell.acc is None else h  # the overlap rows first, then the whole cell
+        acc = np.zeros((self.num_classes, n, w), dtype=np.float32)
+        wsum = np.zeros((n, w), dtype=np.float32)
+        valid = np.zeros((n, w), dtype=bool)
+        if cell.acc is not None and cell.wsum is not None and cell.valid is not None:
+            acc[:, : cell.rows] = cell.acc
+            wsum[: cell.rows] = cell.wsum
+            valid[: cell.rows] = cell.valid
+        self.held_pixels += (n - cell.rows) * w
+        self.peak_pixels = max(self.peak_pixels, self.held_pixels)
+        cell.acc, cell.wsum, cell.valid, cell.rows = acc, wsum, valid, n
+
+    def accumulate(
+        self, window: Window, probabilities: np.ndarray | None, valid: np.ndarray | None = None
+    ) -> None:
+        """Add a chip's class probabilities ``(classes, h, w)`` (and valid mask) at ``window``."""
+        h, w = int(window.height), int(window.width)
+        if probabilities is not None and probabilities.shape != (self.num_classes, h, w):
+            raise ValueError(
+                f"chip probabilities have shape {probabilities.shape}, "
+                f"expected {(self.num_classes, h, w)}"
+            )
+        weighted = wts = None
+        if probabilities is not None:
+            wts = self._weights_for(window)
+            weighted = probabilities * wts
+        has_valid = valid is not None and bool(valid.any())
+        if weighted is None and not has_valid:
+            return
+        r0 = int(window.row_off)
+        touched = self._touched(window)
+        for cell, _, _ in touched:
+            if cell.released:
+                raise ValueError(f"chip {window} reaches into {cell.window}, already handed out")
+        for cell, rs, cs in touched:
+            top = int(cell.window.row_off)
+            lr = slice(r0 + rs.start - top, r0 + rs.stop - top)
+            lc = slice(
+                int(window.col_off) + cs.start - int(cell.window.col_off),
+                int(window.col_off) + cs.stop - int(cell.window.col_off),
+            )
+            self._reach(cell, lr.stop)
+            if weighted is not None and wts is not None:
+                cell.acc[:, lr, lc] += weighted[:, rs, cs]  # type: ignore[index]
+                cell.wsum[lr, lc] += wts[rs, cs]  # type: ignore[index]
+            if has_valid and valid is not None:
+                cell.valid[lr, lc] |= valid[rs, cs]  # type: ignore[index]
+
+    def _hand_out(self, cell: _Cell) -> Band:
+        win = cell.window
+        h, w = int(win.height), int(win.width)
+        if cell.rows == h and cell.acc is not None and cell.wsum is not None:
+            # the whole cell is held: normalise in place and hand out its own arrays
+            covered = cell.wsum > 0
+            probs = np.divide(cell.acc, np.where(covered, cell.wsum, 1.0), out=cell.acc)
+            band = Band(win, probs, covered, cell.valid)
+            self.held_pixels -= h * w
+            cell.acc = cell.wsum = cell.valid = None
+            cell.rows, cell.released = 0, True
+            return band
+        probs = np.zeros((self.num_classes, h, w), dtype=np.float32)
+        covered = np.zeros((h, w), dtype=bool)
+        valid = np.zeros((h, w), dtype=bool)
+        if cell.acc is not None and cell.wsum is not None and cell.valid is not None:
+            n = cell.rows
+            covered[:n] = cell.wsum > 0
+            np.divide(cell.acc, np.where(covered[:n], cell.wsum, 1.0), out=probs[:, :n])
+            valid[:n] = cell.valid
+            self.held_pixels -= n * w
+        cell.acc = cell.wsum = cell.valid = None
+        cell.rows = 0
+        cell.released = True
+        return Band(win, probs, covered, valid)
+
+    # -- the streaming run's calls -------------------------------------------------------------
     def add(self, window: Window, probabilities: np.ndarray, valid: np.ndarray) -> list[Band]:
-        """Blend a chip's probabilities ``(classes, h, w)``; the bands now final."""
-        self._valid.add(window, valid)
-        self.blend.add(window, probabilities)
-        return self._done(window)
+        """Blend a chip's probabilities ``(classes, h, w)``; the pieces now final."""
+        k = self._plan_index(window)
+        self.accumulate(window, probabilities, valid)
+        return self._chip_done(k)
 
     def skip(self, window: Window, valid: np.ndarray) -> list[Band]:
-        """Count a chip that is not inferred; the bands now final."""
-        self._valid.add(window, valid)
-        return self._done(window)
+        """Count a chip that is not inferred; the pieces now final."""
+        k = self._plan_index(window)
+        self.accumulate(window, None, valid)
+        return self._chip_done(k)
 
     def finish(self) -> list[Band]:
-        """Every row not yet released."""
-        return self._release(self.height)
+        """Every piece not yet handed out."""
+        self._next_chip = len(self._done)
+        return self._release()
 
-    def _done(self, window: Window) -> list[Band]:
-        self._remaining[self._row_index[int(window.row_off)]] -= 1
+    def take(self, window: Window) -> Band:
+        """Hand out the piece at ``window`` (one :meth:`add` gave another stitcher of the plan)."""
+        found = self._by_window.get((int(window.row_off), int(window.col_off)))
+        cells: list[_Cell] = []
+        if found is not None:
+            strip, j = found
+            end = int(window.col_off + window.width)
+            while j < len(strip.cells) and int(strip.cells[j].window.col_off) < end:
+                cells.append(strip.cells[j])
+                j += 1
+        if (
+            not cells
+            or any(c.released for c in cells)
+            or int(window.height) != int(cells[0].window.height)
+            or int(cells[-1].window.col_off + cells[-1].window.width) != end
+        ):
+            raise ValueError(f"{window} is not a piece of this plan still held")
+        return _join([self._hand_out(c) for c in cells])
+
+    def _plan_index(self, window: Window) -> int:
+        k = self._index.get((int(window.row_off), int(window.col_off)))
+        if k is None:
+            raise ValueError(f"chip {window} is not in the plan")
+        return k
+
+    def _chip_done(self, k: int) -> list[Band]:
+        self._done[k] = True
+        while self._next_chip < len(self._done) and self._done[self._next_chip]:
+            self._next_chip += 1
+        return self._release()
+
+    def _release(self) -> list[Band]:
         out: list[Band] = []
-        n = len(self.row_starts)
-        while self._done_rows < n and self._remaining[self._done_rows] == 0:
-            i = self._done_rows
-            self._done_rows += 1
-            out += self._release(self.row_starts[i + 1] if i + 1 < n else self.height)
-        return out
-
-    def _release(self, upto: int) -> list[Band]:
-        # In bands of at most RELEASE_PIXELS, so the normalised probabilities and what the
-        # writer derives from them (argmax, class ids) stay small on very wide scenes.
-        step = max(1, RELEASE_PIXELS // max(1, self.blend.shape[1]))
-        out: list[Band] = []
-        for end in [*range(self.blend.top + step, upto, step), upto]:
-            band = self.blend.release(end)
-            if band is None:
-                continue
-            valid = self._valid.take(int(band.window.height))
-            out.append(Band(band.window, band.probabilities, band.covered, valid))
+        while (
+            self._next_cell < len(self._cells)
+            and self._cells[self._next_cell].ready < self._next_chip
+        ):
+            cell = self._cells[self._next_cell]
+            self._next_cell += 1
+            self._run.append(self._hand_out(cell))
+            self._run_pixels += int(cell.window.width * cell.window.height)
+            # one write per run of cells along a strip, not per chip (10 000 small writes
+            # into the tiled GTiff cost ~5 s more on a 20000^2 scene)
+            if cell.last or self._run_pixels >= RELEASE_PIXELS:
+                out.append(_join(self._run))
+                self._run, self._run_pixels = [], 0
         return out
 
 
-class _ValidRows:
-    """Validity of the rows not yet released (True where a chip saw valid data)."""
-
-    def __init__(self, width: int, top: int = 0) -> None:
-        self.width = width
-        self.top = top
-        self._valid = np.zeros((0, width), dtype=bool)
-
-    def add(self, window: Window, valid: np.ndarray) -> None:
-        r0, c0 = int(window.row_off), int(window.col_off)
-        h, w = valid.shape
-        need = r0 + h - self.top - self._valid.shape[0]
-        if need > 0:
-            self._valid = np.concatenate([self._valid, np.zeros((need, self.width), dtype=bool)])
-        self._valid[r0 - self.top : r0 - self.top + h, c0 : c0 + w] |= valid
-
-    def take(self, n: int) -> np.ndarray:
-        if self._valid.shape[0] < n:
-            pad = np.zeros((n - self._valid.shape[0], self.width), dtype=bool)
-            self._valid = np.concatenate([self._valid, pad])
-        out = self._valid[:n]
-        self._valid = self._valid[n:].copy()
-        self.top += n
-        return out
-
-
-def release_points(row_starts: list[int], height: int) -> Iterator[tuple[int, int]]:
-    """``(row_index, upto)``: once chip row ``row_index`` is done, rows ``< upto`` are final."""
-    for i in range(len(row_starts)):
-        yield i, (row_starts[i + 1] if i + 1 < len(row_starts) else height)
+def _join(bands: list[Band]) -> Band:
+    """Cells side by side along one strip, as one :class:`Band`."""
+    if len(bands) == 1:
+        return bands[0]
+    first, last = bands[0].window, bands[-1].window
+    window = Window(
+        first.col_off, first.row_off, last.col_off + last.width - first.col_off, first.height
+    )
+    valid = [b.valid for b in bands]
+    return Band(
+        window,
+        np.concatenate([b.probabilities for b in bands], axis=2),
+        np.concatenate([b.covered for b in bands], axis=1),
+        None if any(v is None for v in valid) else np.concatenate(valid, axis=1),  # type: ignore[arg-type]
+    )

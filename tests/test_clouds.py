@@ -75,10 +75,9 @@ def test_chips_larger_than_the_model_input_are_subtiled_seamlessly() -> None:
     x = rng.integers(0, 6000, size=(2, 4, 80, 70)).astype(np.uint16)
     valid = np.ones((2, 80, 70), dtype=bool)
     grid = Grid.from_bounds((0, 0, 700, 800), (10.0, 10.0), "EPSG:32633")
-    small = CloudMasker(
-        _plan(32), grid=grid, overlap=8, positions=range(4), engine=(e := PixelEngine(32))
-    )
-    whole = CloudMasker(_plan(80), grid=grid, overlap=8, positions=range(4), engine=PixelEngine(80))
+    kw = {"grid": grid, "overlap": 8, "windows": [], "positions": range(4)}
+    small = CloudMasker(_plan(32), **kw, engine=(e := PixelEngine(32)))
+    whole = CloudMasker(_plan(80), **kw, engine=PixelEngine(80))
     p_small, p_whole = small.probabilities(x, valid), whole.probabilities(x, valid)
     assert e.calls > 4  # cut into 32 px tiles
     assert p_small.shape == (2, 3, 80, 70)

@@ -17,11 +17,12 @@ import torch
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rasterio.windows import Window
 
 from geoseg.bundle import ModelBundle
 from geoseg.cli.main import cli
-from geoseg.grid import plan_windows, windows_by_row
-from geoseg.stitch import RowBandStitcher, chip_weights, release_points
+from geoseg.grid import plan_windows
+from geoseg.stitch import ChipStitcher, chip_weights
 from tests.data import bad_inputs as bi
 from tests.data.labels import pixel_box
 
@@ -150,24 +151,26 @@ def test_train_same_seed_same_weights(tmp_path: Path) -> None:
 
 # ---- the stitching predict actually does -------------------------------------------------------
 @st.composite
-def _stitch_plans(draw: st.DrawFn) -> tuple[int, int, int, int, int, int]:
+def _stitch_plans(draw: st.DrawFn) -> tuple[int, int, int, int, int, int, bool]:
     h = draw(st.integers(1, 120))
     w = draw(st.integers(1, 120))
     size = draw(st.integers(4, 48))
     overlap = draw(st.integers(0, size - 1))
-    return h, w, size, overlap, draw(st.integers(1, 4)), draw(st.integers(0, 2**16))
+    ragged = draw(st.booleans())
+    return h, w, size, overlap, draw(st.integers(1, 4)), draw(st.integers(0, 2**16)), ragged
 
 
 @given(_stitch_plans())
 @settings(max_examples=60, deadline=None)
 def test_streamed_blend_is_a_partition_of_unity_and_schedule_free(
-    plan: tuple[int, int, int, int, int, int],
+    plan: tuple[int, int, int, int, int, int, bool],
 ) -> None:
-    """Predict's row-band stitching: every row released once, every pixel covered, class
-    probabilities summing to 1 everywhere, equal to blending the whole scene at once."""
-    h, w, size, overlap, k, seed = plan
+    """Predict's cell stitching: every pixel handed out once, after the last chip that touches
+    it, every pixel covered, class probabilities summing to 1 everywhere, equal to blending
+    the whole scene at once (full and ragged plans, any overlap)."""
+    h, w, size, overlap, k, seed, ragged = plan
     rng = np.random.default_rng(seed)
-    windows = plan_windows((h, w), size, overlap)
+    windows = plan_windows((h, w), size, overlap, ragged=ragged)
     chips = []
     for win in windows:
         p = rng.random((k, int(win.height), int(win.width))).astype(np.float32) + 0.01
@@ -182,23 +185,26 @@ def test_streamed_blend_is_a_partition_of_unity_and_schedule_free(
         wsum[r : r + p.shape[1], c : c + p.shape[2]] += wt
     assert (wsum > 0).all()
     ref = acc / wsum
-    # Streamed, released row band by row band as predict does.
-    stitcher = RowBandStitcher(shape=(h, w), num_classes=k, overlap=overlap)
-    rows = list(windows_by_row(windows))
-    starts = [r for r, _ in rows]
-    bands = []
-    it = iter(chips)
-    for (_, upto), (_, ws) in zip(release_points(starts, h), rows, strict=True):
-        for win in ws:
-            stitcher.add(win, next(it))
-        band = stitcher.release(upto)
-        if band is not None:
-            bands.append(band)
-    offsets = [int(b.window.row_off) for b in bands]
-    heights = [int(b.window.height) for b in bands]
-    assert offsets == list(np.cumsum([0, *heights])[:-1]) and sum(heights) == h
-    out = np.concatenate([b.probabilities for b in bands], axis=1)
-    assert all(b.covered.all() for b in bands)
+    # Streamed, handed out piece by piece as predict does.
+    stitcher = ChipStitcher(shape=(h, w), num_classes=k, overlap=overlap, windows=windows)
+    out = np.full((k, h, w), np.nan, np.float32)
+    for n, (win, p) in enumerate(zip(windows, chips, strict=True)):
+        for band in stitcher.add(win, p, np.ones(p.shape[1:], bool)):
+            sl = band.window.toslices()
+            assert np.isnan(out[(slice(None), *sl)]).all()  # handed out once
+            assert not any(_overlaps(v, band.window) for v in windows[n + 1 :])  # final
+            assert band.covered.all() and band.valid is not None and band.valid.all()
+            out[(slice(None), *sl)] = band.probabilities
+    assert stitcher.finish() == [] and stitcher.held_pixels == 0
+    assert not np.isnan(out).any()
     np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-5)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
-    assert stitcher.buffered_rows == 0
+
+
+def _overlaps(a: Window, b: Window) -> bool:
+    return (
+        a.row_off < b.row_off + b.height
+        and b.row_off < a.row_off + a.height
+        and a.col_off < b.col_off + b.width
+        and b.col_off < a.col_off + a.width
+    )

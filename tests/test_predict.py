@@ -276,13 +276,20 @@ def test_existing_output_refused(scene: Path, tmp_path: Path) -> None:
     predict(scene, out=out, model=tiny_bundle(), overwrite=True)
 
 
-def test_memory_bounded_by_a_band_of_windows(tmp_path: Path) -> None:
-    """A tall scene: the stitcher never holds more than one row of chips plus a stride."""
-    path = write_raster(tmp_path / "tall.tif", smooth_scene(900, 64), descriptions=list(BANDS))
-    rep = predict(path, out=tmp_path / "o.tif", model=tiny_bundle(), size=64, overlap=16)
-    assert rep.peak_buffer_rows <= 64 + 48
-    out, grid, _ = read(tmp_path / "o.tif")
-    assert grid.shape == (900, 64) and (out != 255).all()
+def test_memory_bounded_by_the_overlap_rows_and_a_few_chips(tmp_path: Path) -> None:
+    """Neither the height nor the width makes the stitcher hold a band of chip rows: it holds
+    the overlap rows across the width plus a few chips (at 64/16 on 1200 px wide, 16 x 1200 +
+    3 chips = 31488 pixels; a band of a chip row and a stride held 112 x 1200 = 134400)."""
+    peaks = {}
+    for h, w in [(450, 64), (900, 64), (150, 1200)]:
+        path = write_raster(tmp_path / f"s{h}.tif", smooth_scene(h, w), descriptions=list(BANDS))
+        rep = predict(path, out=tmp_path / f"o{h}.tif", model=tiny_bundle(), size=64, overlap=16)
+        peaks[(h, w)] = rep.peak_buffer_pixels
+        out, grid, _ = read(tmp_path / f"o{h}.tif")
+        assert grid.shape == (h, w) and (out != 255).all()
+    assert peaks[(450, 64)] == peaks[(900, 64)]  # nothing grows with the height
+    for (_, w), peak in peaks.items():
+        assert 0 < peak <= 16 * w + 3 * 64 * 64, (w, peak)
 
 
 def test_model_from_file(scene: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of geoseg.stitch: blend weights and the streaming row-band stitcher."""
+"""Tests of geoseg.stitch: blend weights and the streaming cell stitcher."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from geoseg.grid import blend_weights, plan_windows, windows_by_row
-from geoseg.stitch import TRIM_WEIGHT, RowBandStitcher, chip_weights
+from geoseg.grid import blend_weights, plan_windows
+from geoseg.stitch import TRIM_WEIGHT, ChipStitcher, chip_weights
 
 
 def test_weights_full_on_scene_border_trimmed_inside() -> None:
@@ -25,186 +25,187 @@ def test_trim_zero_is_grid_weights() -> None:
     )
 
 
-def _stream(shape: tuple[int, int], size: int, overlap: int, chips: dict) -> tuple[np.ndarray, int]:
-    st = RowBandStitcher(shape=shape, num_classes=2, overlap=overlap)
-    out = np.full((2, *shape), np.nan, dtype=np.float32)
-    rows = list(windows_by_row(plan_windows(shape, size, overlap)))
-    for i, (_, ws) in enumerate(rows):
-        for w in ws:
-            st.add(w, chips[(int(w.row_off), int(w.col_off))])
-        upto = rows[i + 1][0] if i + 1 < len(rows) else shape[0]
-        band = st.release(upto)
-        assert band is not None
-        r0, n = int(band.window.row_off), int(band.window.height)
-        assert np.isnan(out[:, r0 : r0 + n]).all()  # every row released exactly once
-        out[:, r0 : r0 + n] = band.probabilities
-    assert st.top == shape[0]
-    return out, st.peak_rows
+def _assemble(bands: list, shape: tuple[int, int], k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The scene from handed-out pieces (NaN where none); each pixel must come exactly once."""
+    out = np.full((k, *shape), np.nan, dtype=np.float32)
+    covered = np.zeros(shape, dtype=bool)
+    for b in bands:
+        sl = b.window.toslices()
+        assert np.isnan(out[(slice(None), *sl)]).all()  # every pixel handed out exactly once
+        out[(slice(None), *sl)] = b.probabilities
+        covered[sl] = b.covered
+    return out, covered
+
+
+def _reference(wins: list[Window], chips: list[np.ndarray], shape: tuple[int, int], overlap: int):
+    acc = np.zeros((chips[0].shape[0], *shape))
+    wsum = np.zeros(shape)
+    for w, p in zip(wins, chips, strict=True):
+        sl = w.toslices()
+        acc[(slice(None), *sl)] += p * chip_weights(w, shape, overlap)
+        wsum[sl] += chip_weights(w, shape, overlap)
+    return np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1), 0.0), wsum > 0
+
+
+def _stream(
+    shape: tuple[int, int], wins: list[Window], chips: list[np.ndarray], overlap: int
+) -> tuple[np.ndarray, np.ndarray, ChipStitcher]:
+    st = ChipStitcher(shape=shape, num_classes=chips[0].shape[0], overlap=overlap, windows=wins)
+    bands = []
+    for n, (w, p) in enumerate(zip(wins, chips, strict=True)):
+        got = st.add(w, p, np.ones(p.shape[1:], dtype=bool))
+        for b in got:  # a piece is only handed out once no chip still to come touches it
+            assert not any(_touches(v, b.window) for v in wins[n + 1 :])
+        bands += got
+    bands += st.finish()
+    out, covered = _assemble(bands, shape, chips[0].shape[0])
+    assert not np.isnan(out).any() and st.held_pixels == 0
+    return out, covered, st
+
+
+def _touches(a: Window, b: Window) -> bool:
+    return bool(
+        a.row_off < b.row_off + b.height
+        and b.row_off < a.row_off + a.height
+        and a.col_off < b.col_off + b.width
+        and b.col_off < a.col_off + a.width
+    )
+
+
+def _random_chips(wins: list[Window], k: int = 2, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((k, int(w.height), int(w.width))).astype(np.float32) for w in wins]
 
 
 def test_stitcher_equals_whole_scene_accumulation() -> None:
     shape, size, overlap = (230, 170), 64, 16
-    rng = np.random.default_rng(0)
     wins = plan_windows(shape, size, overlap)
-    chips = {
-        (int(w.row_off), int(w.col_off)): rng.random((2, 64, 64)).astype(np.float32) for w in wins
-    }
-    acc = np.zeros((2, *shape))
-    wsum = np.zeros(shape)
-    for w in wins:
-        p = chips[(int(w.row_off), int(w.col_off))]
-        wt = chip_weights(w, shape, overlap)
-        sl = np.s_[int(w.row_off) : int(w.row_off) + 64, int(w.col_off) : int(w.col_off) + 64]
-        acc[:, sl[0], sl[1]] += p * wt
-        wsum[sl] += wt
-    out, peak = _stream(shape, size, overlap, chips)
-    np.testing.assert_allclose(out, acc / wsum, rtol=1e-5, atol=1e-6)
-    assert peak <= size + (size - overlap)
+    chips = _random_chips(wins)
+    out, covered, st = _stream(shape, wins, chips, overlap)
+    ref, ref_covered = _reference(wins, chips, shape, overlap)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    assert covered.all() and ref_covered.all()
+    # the overlap rows across the width and a few chips, not a band of chip rows (112 x 170)
+    assert 0 < st.peak_pixels <= overlap * shape[1] + 3 * size * size < (size + 48) * shape[1]
 
 
 def test_constant_predictions_survive_blending() -> None:
     shape = (150, 150)
-    chips = {
-        (int(w.row_off), int(w.col_off)): np.stack(
-            [np.full((64, 64), 0.3), np.full((64, 64), 0.7)]
-        ).astype(np.float32)
-        for w in plan_windows(shape, 64, 16)
-    }
-    out, _ = _stream(shape, 64, 16, chips)
+    wins = plan_windows(shape, 64, 16)
+    chips = [np.stack([np.full((64, 64), 0.3), np.full((64, 64), 0.7)]).astype(np.float32)] * len(
+        wins
+    )
+    out, _, _ = _stream(shape, wins, chips, 16)
     np.testing.assert_allclose(out[0], 0.3, rtol=1e-5)
 
 
-def test_uncovered_rows_are_flagged_and_bad_adds_refused() -> None:
-    st = RowBandStitcher(shape=(100, 50), num_classes=1, overlap=8)
-    st.add(Window(0, 40, 50, 32), np.ones((1, 32, 50), dtype=np.float32))
-    band = st.release(100)
-    assert band is not None
-    assert not band.covered[:40].any() and band.covered[40:72].all() and not band.covered[72:].any()
-    with pytest.raises(ValueError, match="above released rows"):
-        st.add(Window(0, 0, 50, 32), np.ones((1, 32, 50), dtype=np.float32))
+def test_wide_scene_holds_the_overlap_rows_not_a_band_of_chip_rows() -> None:
+    """After a row of chips, the next row's cells hold only the rows the chips reached into."""
+    shape, size, overlap = (300, 2000), 64, 16
+    wins = plan_windows(shape, size, overlap)
+    st = ChipStitcher(shape=shape, num_classes=1, overlap=overlap, windows=wins)
+    first_row = [w for w in wins if w.row_off == 0]
+    out = []
+    for w in first_row:
+        out += st.add(w, np.ones((1, 64, 64), np.float32), np.ones((64, 64), bool))
+    # the row's cells leave joined along their strip: one write, not one per chip
+    assert [b.window for b in out] == [Window(0, 0, shape[1], size - overlap)]
+    # the first row's cells are out; what is held is rows 48..64 of the next: 16 x 2000
+    assert st.held_pixels == overlap * shape[1]
+    peak_rows = st.peak_pixels / shape[1]
+    assert peak_rows < 2 * overlap + 1  # a band of chip rows would be 64 + 48
+    for w in wins[len(first_row) :]:
+        st.add(w, np.ones((1, 64, 64), np.float32), np.ones((64, 64), bool))
+    st.finish()
+    assert st.held_pixels == 0 and st.peak_pixels / shape[1] < 2 * overlap + 1
+
+
+def test_mixed_heights_gaps_and_uncovered_pixels() -> None:
+    """Rows of chips of mixed heights and widths, a missing chip (an AOI hole) and rows no
+    chip touches: the same as a whole-scene accumulation, uncovered where no chip is."""
+    shape, overlap = (400, 90), 8
+    rows = [(0, 40), (32, 40), (64, 72), (128, 40), (192, 80), (264, 80), (336, 40)]
+    wins = [
+        Window(c0, r0, 50, h)
+        for r0, h in rows
+        for c0 in (0, 40)
+        if (r0, c0) != (128, 40)  # a hole
+    ]
+    chips = _random_chips(wins, seed=1)
+    out, covered, _ = _stream(shape, wins, chips, overlap)
+    ref, ref_covered = _reference(wins, chips, shape, overlap)
+    np.testing.assert_array_equal(covered, ref_covered)
+    assert not covered[168:192].any() and not covered[376:].any()  # rows no chip touches
+    np.testing.assert_allclose(np.where(covered, out, 0), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_adds_refused() -> None:
+    wins = plan_windows((100, 50), 32, 8)
+    st = ChipStitcher(shape=(100, 50), num_classes=1, overlap=8, windows=wins)
+    one = np.ones((1, 32, 32), np.float32)
+    st.add(wins[0], one, np.ones((32, 32), bool))
+    st.add(wins[1], one, np.ones((32, 32), bool))  # the first row is done: its cells are out
+    with pytest.raises(ValueError, match="already handed out"):
+        st.add(wins[0], one, np.ones((32, 32), bool))
     with pytest.raises(ValueError, match="shape"):
-        RowBandStitcher(shape=(100, 50), num_classes=2, overlap=8).add(
-            Window(0, 0, 50, 32), np.ones((1, 32, 50))
-        )
+        st.add(wins[2], np.ones((2, 32, 32), np.float32), np.ones((32, 32), bool))
+    with pytest.raises(ValueError, match="not in the plan"):
+        st.add(Window(3, 3, 32, 32), one, np.ones((32, 32), bool))
+    with pytest.raises(ValueError, match="increasing column order"):
+        ChipStitcher(shape=(100, 50), num_classes=1, overlap=8, windows=wins[:2][::-1])
+    with pytest.raises(ValueError, match="not a piece"):
+        st.take(Window(0, 0, 5, 5))
 
 
 def test_chip_stitcher_owns_release_and_validity() -> None:
-    """ChipStitcher = RowBandStitcher + row bookkeeping + validity; skipped chips stay uncovered."""
-    from geoseg.stitch import ChipStitcher
-
+    """Validity is the union of the chips' valid masks; skipped chips stay uncovered."""
     shape, size, overlap = (150, 120), 64, 16
-    rng = np.random.default_rng(1)
     wins = plan_windows(shape, size, overlap)
-    chips = {
-        (int(w.row_off), int(w.col_off)): rng.random((2, 64, 64)).astype(np.float32) for w in wins
-    }
-    skipped = {(int(wins[-1].row_off), int(wins[-1].col_off))}  # the bottom-right chip
+    chips = _random_chips(wins, seed=1)
+    skipped = len(wins) - 1  # the bottom-right chip
     valid = np.ones(shape, dtype=bool)
     valid[10:20, 30:40] = False
     st = ChipStitcher(shape=shape, num_classes=2, overlap=overlap, windows=wins)
     bands = []
-    for w in wins:
-        key = (int(w.row_off), int(w.col_off))
-        sl = np.s_[key[0] : key[0] + 64, key[1] : key[1] + 64]
-        got = st.skip(w, valid[sl] & False) if key in skipped else st.add(w, chips[key], valid[sl])
-        bands += got
-        for b in got:  # a band is only released once no chip still to come touches it
-            later = [
-                v
-                for v in wins[wins.index(w) + 1 :]
-                if int(v.row_off) < b.window.row_off + b.window.height
-            ]
-            assert not later
+    for n, w in enumerate(wins):
+        sl = w.toslices()
+        bands += st.skip(w, valid[sl] & False) if n == skipped else st.add(w, chips[n], valid[sl])
     bands += st.finish()
-    assert sum(int(b.window.height) for b in bands) == shape[0]
-    ok = np.concatenate([b.ok for b in bands])
-    probs = np.concatenate([b.probabilities for b in bands], axis=1)
+    probs, _ = _assemble(bands, shape)
+    ok = np.zeros(shape, dtype=bool)
+    for b in bands:
+        ok[b.window.toslices()] = b.ok
     assert not ok[10:20, 30:40].any()  # invalid pixels are not written
-    r0, c0 = skipped.pop()
-    only_skipped = np.zeros(shape, dtype=bool)
-    only_skipped[r0:, c0:] = True
-    for w in wins[:-1]:
-        only_skipped[int(w.row_off) : int(w.row_off) + 64, int(w.col_off) : int(w.col_off) + 64] = (
-            False
-        )
-    assert only_skipped.any() and not ok[only_skipped].any()
-    acc = np.zeros((2, *shape))
-    wsum = np.zeros(shape)
-    for w in wins[:-1]:
-        sl = np.s_[int(w.row_off) : int(w.row_off) + 64, int(w.col_off) : int(w.col_off) + 64]
-        wt = chip_weights(w, shape, overlap)
-        acc[:, sl[0], sl[1]] += chips[(int(w.row_off), int(w.col_off))] * wt
-        wsum[sl] += wt
-    cov = wsum > 0
-    np.testing.assert_allclose(
-        probs[:, cov], (acc / np.where(cov, wsum, 1))[:, cov], rtol=1e-5, atol=1e-6
-    )
+    ref, cov = _reference(wins[:-1], chips[:-1], shape, overlap)
+    assert (~cov).any() and not ok[~cov].any()  # only the skipped chip's pixels: not written
+    np.testing.assert_allclose(probs[:, cov], ref[:, cov], rtol=1e-5, atol=1e-6)
 
 
-def test_ring_buffer_wraps_grows_and_is_allocated_once() -> None:
-    """Chips of mixed heights (the ring must grow mid-scene, keeping held rows) and many bands
-    (rows wrap around the ring): the same as a whole-scene accumulation; a uniform plan
-    allocates the ring once, at the first band's height."""
-    shape, overlap = (400, 90), 8
-    rng = np.random.default_rng(1)
-    # (row_off, height): rows of chips, the third one taller than the first two
-    rows = [(0, 40), (32, 40), (64, 72), (128, 40), (160, 40), (192, 80), (264, 80), (336, 64)]
-    acc, wsum = np.zeros((2, *shape)), np.zeros(shape)
-    st = RowBandStitcher(shape=shape, num_classes=2, overlap=overlap)
-    out = np.full((2, *shape), np.nan)
-    for i, (r0, h) in enumerate(rows):
-        for c0 in (0, 40):
-            w = Window(c0, r0, 50, h)
-            p = rng.random((2, h, 50)).astype(np.float32)
-            st.add(w, p)
-            wt = chip_weights(w, shape, overlap)
-            acc[:, r0 : r0 + h, c0 : c0 + 50] += p * wt
-            wsum[r0 : r0 + h, c0 : c0 + 50] += wt
-        band = st.release(rows[i + 1][0] if i + 1 < len(rows) else shape[0])
-        assert band is not None
-        b0, n = int(band.window.row_off), int(band.window.height)
-        out[:, b0 : b0 + n] = np.where(band.covered, band.probabilities, 0.0)
-    ref = np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1), 0.0)
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-
-    uniform = RowBandStitcher(shape=(1000, 64), num_classes=1, overlap=16)
-    caps = set()
-    for r0 in range(0, 1000 - 64 + 1, 48):
-        uniform.add(Window(0, r0, 64, 64), np.ones((1, 64, 64), dtype=np.float32))
-        buf = uniform._acc
-        uniform.release(r0 + 48)
-        assert uniform._acc is buf  # released rows are reused, not reallocated
-        caps.add(uniform.capacity)
-    assert caps == {64}
-
-
-def test_chip_stitcher_releases_wide_rows_in_small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
-    import geoseg.stitch as st
-
+def test_a_second_stitcher_gives_the_same_pieces_back() -> None:
+    """The cloud model's stitcher accumulates the inferred chips; take() hands out the pieces
+    the land-cover stitcher released, blended the same way."""
     shape, size, overlap = (200, 150), 64, 16
     wins = plan_windows(shape, size, overlap)
-    rng = np.random.default_rng(2)
-    chips = [rng.random((2, 64, 64)).astype(np.float32) for _ in wins]
+    chips = _random_chips(wins, seed=2)
+    main = ChipStitcher(shape=shape, num_classes=2, overlap=overlap, windows=wins)
+    second = ChipStitcher(shape=shape, num_classes=2, overlap=overlap, windows=wins)
+    for w, p in zip(wins, chips, strict=True):
+        second.accumulate(w, p[::-1].copy())  # a batch ahead of the main stitcher
+        for b in main.add(w, p, np.ones(p.shape[1:], bool)):
+            twin = second.take(b.window)
+            assert twin.window == b.window
+            np.testing.assert_allclose(twin.probabilities, b.probabilities[::-1], rtol=1e-6)
+    assert second.held_pixels == 0
 
-    def run() -> list[st.Band]:
-        cs = st.ChipStitcher(shape=shape, num_classes=2, overlap=overlap, windows=wins)
-        bands = []
-        for w, p in zip(wins, chips, strict=True):
-            bands += cs.add(w, p, np.ones(p.shape[1:], dtype=bool))
-        return bands + cs.finish()
 
-    whole = run()
-    monkeypatch.setattr(st, "RELEASE_PIXELS", 150 * 10)  # at most 10 rows per band
-    small = run()
-    assert max(int(b.window.height) for b in small) == 10 < max(int(b.window.height) for b in whole)
-    rows = [
-        r
-        for b in small
-        for r in range(int(b.window.row_off), int(b.window.row_off + b.window.height))
-    ]
-    assert rows == list(range(shape[0]))  # each row once, in order
-    np.testing.assert_array_equal(
-        np.concatenate([b.probabilities for b in small], axis=1),
-        np.concatenate([b.probabilities for b in whole], axis=1),
-    )
-    assert all(b.valid is not None and b.valid.shape == b.covered.shape for b in small)
+def test_rows_no_chip_touches_come_out_in_small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    import geoseg.stitch as stitch
+
+    monkeypatch.setattr(stitch, "RELEASE_PIXELS", 150 * 10)  # at most 10 rows per band
+    shape = (200, 150)
+    wins = [w for w in plan_windows(shape, 64, 16) if w.row_off >= 96]  # an AOI's lower half
+    st = ChipStitcher(shape=shape, num_classes=2, overlap=16, windows=wins)
+    first = st.add(wins[0], np.ones((2, 64, 64), np.float32), np.ones((64, 64), bool))
+    gap = [b for b in first if b.window.row_off < 96]
+    assert sum(int(b.window.height) for b in gap) == 96
+    assert max(int(b.window.height) for b in gap) == 10 and not any(b.covered.any() for b in gap)

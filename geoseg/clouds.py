@@ -3,7 +3,7 @@
 ``geoseg predict scene.tif --cloud-mask [MODEL]`` runs a cloud/shadow model (a ukis-csmask
 U-Net, see :mod:`geoseg.runtime.sources`) on the very chips the land-cover model sees: the
 scene is read once (the union of both models' bands), both models infer on the same windows,
-both are blended with the same weights and released row band by row band. Where the cloud model
+both are blended with the same weights and released in the same cells. Where the cloud model
 says cloud or shadow, the class COG gets nodata (255); the pixels are counted in the report, and
 the mask itself (0 clear, 1 cloud, 2 shadow, 255 nodata) can be written as a styled COG.
 
@@ -11,7 +11,7 @@ the mask itself (0 clear, 1 cloud, 2 shadow, 255 nodata) can be written as a sty
   checks the scene against its contract (bands by common name, reflectance scaling) before any
   work; :func:`union_bands` says which bands to read.
 * :class:`CloudMasker` is what the streaming run calls: :meth:`CloudMasker.add` per inferred
-  batch, :meth:`CloudMasker.apply` per released row band.
+  batch, :meth:`CloudMasker.apply` per released piece.
 
 The csmask models take a fixed 256 x 256 input: chips of that size or smaller are padded to it;
 larger chips are cut into overlapping 256 px tiles blended inside the chip.
@@ -268,7 +268,7 @@ def open_clouds(
 
 # ---- run ----------------------------------------------------------------------------------------
 class CloudMasker:
-    """Runs the cloud model on the chips of a streaming prediction and masks its row bands.
+    """Runs the cloud model on the chips of a streaming prediction and masks its released pieces.
 
     Args:
         plan: the cloud model and scene bands (:func:`plan_clouds`).

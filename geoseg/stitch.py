@@ -229,8 +229,10 @@ class ChipStitcher:
             self._weights[key] = wts
         return wts
 
-    def _touched(self, window: Window) -> list[tuple[_Cell, slice, slice]]:
-        """The cells under ``window``: ``(cell, chip rows, chip columns)`` of each."""
+    def _touched(
+        self, window: Window
+    ) -> list[tuple[_Cell, tuple[slice, slice], tuple[slice, slice]]]:
+        """The cells under ``window``: ``(cell, (rows, cols) in the chip, (rows, cols) in the cell)``."""
         r0, c0 = int(window.row_off), int(window.col_off)
         r1, c1 = r0 + int(window.height), c0 + int(window.width)
         out = []
@@ -245,10 +247,12 @@ class ChipStitcher:
             while j < len(strip.cells) and strip.xs[j] < c1:
                 cell = strip.cells[j]
                 j += 1
-                x0 = max(c0, int(cell.window.col_off))
-                x1 = min(c1, int(cell.window.col_off + cell.window.width))
+                cx = int(cell.window.col_off)
+                x0, x1 = max(c0, cx), min(c1, cx + int(cell.window.width))
                 if x0 < x1:
-                    out.append((cell, slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0)))
+                    in_chip = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
+                    in_cell = (slice(y0 - strip.top, y1 - strip.top), slice(x0 - cx, x1 - cx))
+                    out.append((cell, in_chip, in_cell))
         return out
 
     def _reach(self, cell: _Cell, rows: int) -> None:
@@ -285,18 +289,11 @@ class ChipStitcher:
         has_valid = valid is not None and bool(valid.any())
         if weighted is None and not has_valid:
             return
-        r0 = int(window.row_off)
         touched = self._touched(window)
         for cell, _, _ in touched:
             if cell.released:
                 raise ValueError(f"chip {window} reaches into {cell.window}, already handed out")
-        for cell, rs, cs in touched:
-            top = int(cell.window.row_off)
-            lr = slice(r0 + rs.start - top, r0 + rs.stop - top)
-            lc = slice(
-                int(window.col_off) + cs.start - int(cell.window.col_off),
-                int(window.col_off) + cs.stop - int(cell.window.col_off),
-            )
+        for cell, (rs, cs), (lr, lc) in touched:
             self._reach(cell, lr.stop)
             if weighted is not None and wts is not None:
                 cell.acc[:, lr, lc] += weighted[:, rs, cs]  # type: ignore[index]
@@ -305,30 +302,17 @@ class ChipStitcher:
                 cell.valid[lr, lc] |= valid[rs, cs]  # type: ignore[index]
 
     def _hand_out(self, cell: _Cell) -> Band:
-        win = cell.window
-        h, w = int(win.height), int(win.width)
-        if cell.rows == h and cell.acc is not None and cell.wsum is not None:
-            # the whole cell is held: normalise in place and hand out its own arrays
-            covered = cell.wsum > 0
-            probs = np.divide(cell.acc, np.where(covered, cell.wsum, 1.0), out=cell.acc)
-            band = Band(win, probs, covered, cell.valid)
-            self.held_pixels -= h * w
-            cell.acc = cell.wsum = cell.valid = None
-            cell.rows, cell.released = 0, True
-            return band
-        probs = np.zeros((self.num_classes, h, w), dtype=np.float32)
-        covered = np.zeros((h, w), dtype=bool)
-        valid = np.zeros((h, w), dtype=bool)
-        if cell.acc is not None and cell.wsum is not None and cell.valid is not None:
-            n = cell.rows
-            covered[:n] = cell.wsum > 0
-            np.divide(cell.acc, np.where(covered[:n], cell.wsum, 1.0), out=probs[:, :n])
-            valid[:n] = cell.valid
-            self.held_pixels -= n * w
+        """Normalise the cell and drop its storage; rows no chip reached come out uncovered."""
+        h, w = int(cell.window.height), int(cell.window.width)
+        self._reach(cell, h)  # a no-op for a cell held whole (its arrays are handed out)
+        assert cell.acc is not None and cell.wsum is not None and cell.valid is not None
+        covered = cell.wsum > 0
+        probs = np.divide(cell.acc, np.where(covered, cell.wsum, 1.0), out=cell.acc)
+        band = Band(cell.window, probs, covered, cell.valid)
+        self.held_pixels -= h * w
         cell.acc = cell.wsum = cell.valid = None
-        cell.rows = 0
-        cell.released = True
-        return Band(win, probs, covered, valid)
+        cell.rows, cell.released = 0, True
+        return band
 
     # -- the streaming run's calls -------------------------------------------------------------
     def add(self, window: Window, probabilities: np.ndarray, valid: np.ndarray) -> list[Band]:
@@ -405,10 +389,9 @@ def _join(bands: list[Band]) -> Band:
     window = Window(
         first.col_off, first.row_off, last.col_off + last.width - first.col_off, first.height
     )
-    valid = [b.valid for b in bands]
     return Band(
         window,
         np.concatenate([b.probabilities for b in bands], axis=2),
         np.concatenate([b.covered for b in bands], axis=1),
-        None if any(v is None for v in valid) else np.concatenate(valid, axis=1),  # type: ignore[arg-type]
+        np.concatenate([b.valid for b in bands], axis=1),  # type: ignore[misc]  # set by _hand_out
     )

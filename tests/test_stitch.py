@@ -41,9 +41,9 @@ def _reference(wins: list[Window], chips: list[np.ndarray], shape: tuple[int, in
     acc = np.zeros((chips[0].shape[0], *shape))
     wsum = np.zeros(shape)
     for w, p in zip(wins, chips, strict=True):
-        sl = w.toslices()
-        acc[(slice(None), *sl)] += p * chip_weights(w, shape, overlap)
-        wsum[sl] += chip_weights(w, shape, overlap)
+        sl, wt = w.toslices(), chip_weights(w, shape, overlap)
+        acc[(slice(None), *sl)] += p * wt
+        wsum[sl] += wt
     return np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1), 0.0), wsum > 0
 
 
